@@ -1,0 +1,63 @@
+// swift-tools-version: 6.2
+// BlobFS-FUSE: a FUSE filesystem over an SPDK-compatible blobstore, in Swift.
+// Layers (bottom up), one module each: Platform (C wrappers) → BDev → Reactor →
+// Blobstore → BlobFS → FUSEFrontend; executables are thin shells over them.
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    // Async functions that are not actor-isolated run on the caller's executor, so
+    // blobstore code awaited from the reactor stays on the reactor thread.
+    .enableUpcomingFeature("NonisolatedNonsendingByDefault"),
+    .enableUpcomingFeature("ExistentialAny"),
+    .unsafeFlags(["-cross-module-optimization"], .when(configuration: .release)),
+]
+
+let package = Package(
+    name: "blobfs-fuse",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "mkfs.blobfs", targets: ["MkfsBlobFS"]),
+        .executable(name: "blobfs-bench", targets: ["BlobFSBench"]),
+        .library(name: "Blobstore", targets: ["Blobstore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+    ],
+    targets: [
+        // C libraries, each wrapped once (Platform) and not imported elsewhere.
+        .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        .systemLibrary(name: "CLibAIO", providers: [.apt(["libaio-dev"])]),
+        .systemLibrary(name: "CNuma", pkgConfig: "numa", providers: [.apt(["libnuma-dev"])]),
+        .target(name: "CPlatformShim"),
+        .target(name: "Platform", dependencies: [
+            "CPlatformShim", "CLibAIO", "CNuma",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ],
+                swiftSettings: swiftSettings),
+
+        .target(name: "Reactor", dependencies: ["Platform"], swiftSettings: swiftSettings),
+        .target(name: "BDev", dependencies: ["Platform", "Reactor"], swiftSettings: swiftSettings),
+        .target(name: "Blobstore", dependencies: ["BDev", "Reactor", "Platform"], swiftSettings: swiftSettings),
+        .target(name: "ToolSupport", dependencies: [
+            "BDev", "Blobstore", "Reactor",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: swiftSettings),
+
+        .executableTarget(name: "MkfsBlobFS", dependencies: [
+            "ToolSupport", "Blobstore", "BDev", "Reactor",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: swiftSettings),
+        .executableTarget(name: "BlobFSBench", dependencies: [
+            "ToolSupport", "Blobstore", "BDev", "Reactor", "Platform",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], path: "Sources/Benchmarks", swiftSettings: swiftSettings),
+
+        .testTarget(name: "PlatformTests", dependencies: ["Platform"], swiftSettings: swiftSettings),
+        .testTarget(name: "ReactorTests", dependencies: ["Reactor", "Platform"], swiftSettings: swiftSettings),
+        .testTarget(name: "BDevTests", dependencies: ["BDev", "Reactor", "Platform"], swiftSettings: swiftSettings),
+        .testTarget(name: "BlobstoreTests", dependencies: ["Blobstore", "BDev", "Reactor", "Platform"],
+                    swiftSettings: swiftSettings),
+        .testTarget(name: "ToolTests", dependencies: ["ToolSupport"], swiftSettings: swiftSettings),
+    ]
+)

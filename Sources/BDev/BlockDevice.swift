@@ -1,0 +1,117 @@
+import Platform
+import Reactor
+
+/// An error from a block device: an errno plus what was being done.
+public struct BDevError: Error, CustomStringConvertible, Equatable {
+    public var errno: Errno
+    public var message: String
+    public init(_ errno: Errno, _ message: String) { self.errno = errno; self.message = message }
+    public var description: String { "\(message): \(errno)" }
+}
+
+/// One I/O request. Offsets and lengths are in logical blocks. Data buffers must be
+/// aligned to `BlockDevice.bufferAlignment` and stay valid until the completion runs.
+public enum BDevRequest {
+    case read(offsetBlocks: UInt64, buffers: [UnsafeMutableRawBufferPointer])
+    case write(offsetBlocks: UInt64, buffers: [UnsafeMutableRawBufferPointer])
+    /// Make all completed writes durable (device cache flushed).
+    case flush
+    /// The blocks read back as zeros afterwards.
+    case writeZeroes(offsetBlocks: UInt64, blockCount: UInt64)
+    /// The blocks' contents become undefined (deallocated where the device supports it).
+    case unmap(offsetBlocks: UInt64, blockCount: UInt64)
+}
+
+public typealias BDevCompletion = (Result<Void, BDevError>) -> Void
+
+/// The asynchronous block-device interface shared by malloc, aio and user-space NVMe.
+///
+/// Contract:
+/// - `submit` is called on the reactor thread; the completion is called later, on the
+///   reactor thread, from `poll()` — never inline from `submit`.
+/// - A completed write is visible to later reads; it is durable only after a completed
+///   `flush` issued after it.
+/// - Requests are independent: no ordering between in-flight requests is promised.
+/// - `poll()` is driven by the reactor (register the device with `Reactor.addPoller`).
+public protocol BlockDevice: ReactorPoller {
+    var name: String { get }
+    /// "malloc", "aio", "nvme".
+    var kind: String { get }
+    /// Logical block size in bytes: the I/O unit.
+    var blockSize: Int { get }
+    /// Physical block size (≥ blockSize, a multiple of it): the atomic write unit.
+    var physicalBlockSize: Int { get }
+    var blockCount: UInt64 { get }
+    /// Required alignment of data buffer addresses and lengths, in bytes.
+    var bufferAlignment: Int { get }
+    /// A human-readable note on how the device is driven (e.g. "O_DIRECT", "buffered+fdatasync").
+    var ioMode: String { get }
+
+    func submit(_ request: BDevRequest, completion: @escaping BDevCompletion)
+    /// Memory suitable for this device's data transfers (aligned; NUMA-local or DMA-able).
+    func allocateBuffer(byteCount: Int) -> AlignedBuffer
+    /// Release the device. No request may be in flight.
+    func close()
+}
+
+extension BlockDevice {
+    public var byteCount: UInt64 { blockCount * UInt64(blockSize) }
+
+    public func allocateBuffer(byteCount: Int) -> AlignedBuffer {
+        AlignedBuffer(count: byteCount, alignment: max(bufferAlignment, 64))
+    }
+
+    /// Submit and await completion (on the reactor).
+    public func perform(_ request: BDevRequest) async throws(BDevError) {
+        let r: Result<Void, BDevError> = await withUnsafeContinuation { c in
+            submit(request) { c.resume(returning: $0) }
+        }
+        try r.get()
+    }
+    public func read(offsetBlocks: UInt64, into buffer: UnsafeMutableRawBufferPointer) async throws(BDevError) {
+        try await perform(.read(offsetBlocks: offsetBlocks, buffers: [buffer]))
+    }
+    public func write(offsetBlocks: UInt64, from buffer: UnsafeMutableRawBufferPointer) async throws(BDevError) {
+        try await perform(.write(offsetBlocks: offsetBlocks, buffers: [buffer]))
+    }
+    public func readv(offsetBlocks: UInt64, into buffers: [UnsafeMutableRawBufferPointer]) async throws(BDevError) {
+        try await perform(.read(offsetBlocks: offsetBlocks, buffers: buffers))
+    }
+    public func writev(offsetBlocks: UInt64, from buffers: [UnsafeMutableRawBufferPointer]) async throws(BDevError) {
+        try await perform(.write(offsetBlocks: offsetBlocks, buffers: buffers))
+    }
+    public func flush() async throws(BDevError) { try await perform(.flush) }
+    public func writeZeroes(offsetBlocks: UInt64, blockCount: UInt64) async throws(BDevError) {
+        try await perform(.writeZeroes(offsetBlocks: offsetBlocks, blockCount: blockCount))
+    }
+    public func unmap(offsetBlocks: UInt64, blockCount: UInt64) async throws(BDevError) {
+        try await perform(.unmap(offsetBlocks: offsetBlocks, blockCount: blockCount))
+    }
+
+    /// Validate a request's range and buffers against the device geometry.
+    /// Devices call this from `submit`; a violation completes with EINVAL.
+    public func validate(_ request: BDevRequest) -> BDevError? {
+        func range(_ off: UInt64, _ n: UInt64) -> BDevError? {
+            if off > blockCount || n > blockCount - off {
+                return BDevError(.invalidArgument, "\(name): blocks \(off)+\(n) beyond end (\(blockCount) blocks)")
+            }
+            return nil
+        }
+        switch request {
+        case .read(let off, let bufs), .write(let off, let bufs):
+            var total = 0
+            for b in bufs {
+                if b.count % blockSize != 0 || Int(bitPattern: b.baseAddress) % bufferAlignment != 0 {
+                    return BDevError(.invalidArgument, "\(name): buffer not aligned to \(bufferAlignment)/\(blockSize)")
+                }
+                total += b.count
+            }
+            if total == 0 { return BDevError(.invalidArgument, "\(name): empty I/O") }
+            return range(off, UInt64(total / blockSize))
+        case .writeZeroes(let off, let n), .unmap(let off, let n):
+            return range(off, n)
+        case .flush:
+            return nil
+        }
+    }
+}

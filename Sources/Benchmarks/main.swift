@@ -1,0 +1,1 @@
+print("blobfs-bench: not yet")

@@ -1,0 +1,2 @@
+// Blobstore: SPDK-compatible blobstore over a BlockDevice.
+import BDev

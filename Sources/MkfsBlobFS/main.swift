@@ -1,0 +1,1 @@
+print("mkfs.blobfs: not yet")
