@@ -53,10 +53,13 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Sources/Benchmarks", swiftSettings: swiftSettings),
 
+        .target(name: "TestSupport", path: "Sources/TestSupport"),
         .testTarget(name: "PlatformTests", dependencies: ["Platform"], swiftSettings: swiftSettings),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "Platform"], swiftSettings: swiftSettings),
-        .testTarget(name: "BDevTests", dependencies: ["BDev", "Reactor", "Platform"], swiftSettings: swiftSettings),
-        .testTarget(name: "BlobstoreTests", dependencies: ["Blobstore", "BDev", "Reactor", "Platform"],
+        .testTarget(name: "BDevTests", dependencies: ["BDev", "Reactor", "Platform", "TestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "BlobstoreFormatTests", dependencies: ["Blobstore", "Platform", "TestSupport"],
+                    swiftSettings: swiftSettings),
+        .testTarget(name: "BlobstoreTests", dependencies: ["Blobstore", "BDev", "Reactor", "Platform", "TestSupport"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "ToolTests", dependencies: ["ToolSupport"], swiftSettings: swiftSettings),
     ]
