@@ -1,0 +1,309 @@
+import Glibc
+import Platform
+import BDev
+
+/// Blob data I/O in bytes (§7.2). Requests are split at cluster boundaries; allocated
+/// segments go to the device, unallocated ones read as the parent's data (clones) or
+/// zeros. Block-aligned requests on suitably aligned memory go straight to the device;
+/// anything else goes through an aligned bounce buffer (reads) or read-modify-write of
+/// the partial edge blocks (writes), with overlapping writes serialised per block range.
+extension Blob {
+    private struct Segment {
+        var blobOffset: UInt64   // byte offset in the blob
+        var length: Int
+        var bufferOffset: Int
+        var clusterIndex: Int
+    }
+
+    private func segments(offset: UInt64, length: Int) -> [Segment] {
+        let cs = UInt64(store.clusterSize)
+        var out: [Segment] = []
+        var pos = offset
+        var done = 0
+        while done < length {
+            let ci = Int(pos / cs)
+            let inCluster = Int(min(UInt64(length - done), cs - pos % cs))
+            out.append(Segment(blobOffset: pos, length: inCluster, bufferOffset: done, clusterIndex: ci))
+            pos += UInt64(inCluster); done += inCluster
+        }
+        return out
+    }
+
+    private func checkRange(_ offset: UInt64, _ length: Int, _ what: String) throws(BlobstoreError) {
+        guard length >= 0, offset <= byteSize, UInt64(length) <= byteSize - offset else {
+            throw .invalid("blob \(id): \(what) of \(length) bytes at \(offset) is beyond its \(byteSize) bytes")
+        }
+    }
+
+    /// Device byte of blob byte `off` in allocated cluster `ci`.
+    private func deviceByte(_ ci: Int, _ off: UInt64) -> UInt64 {
+        UInt64(clusters[ci]) * UInt64(store.clusterSize) + off % UInt64(store.clusterSize)
+    }
+
+    // MARK: Read
+
+    /// Read `buffer.count` bytes at byte `offset`.
+    public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) async throws(BlobstoreError) {
+        store.reactor.assertOnReactor()
+        try checkRange(offset, buffer.count, "read")
+        if buffer.isEmpty { return }
+        let bs = UInt64(store.blockSize)
+        var requests: [BDevRequest] = []
+        var bounces: [(AlignedBuffer, skip: Int, dst: UnsafeMutableRawBufferPointer)] = []
+        var parentReads: [(UInt64, UnsafeMutableRawBufferPointer)] = []
+        var direct: [(UInt64, UnsafeMutableRawBufferPointer)] = []
+        for seg in segments(offset: offset, length: buffer.count) {
+            if allocating[seg.clusterIndex] != nil { await waitForAllocation(seg.clusterIndex) }
+            let dst = UnsafeMutableRawBufferPointer(rebasing: buffer[seg.bufferOffset..<seg.bufferOffset + seg.length])
+            if clusters[seg.clusterIndex] == 0 {
+                if let p = parent { parentReads.append((seg.blobOffset, dst)) }
+                else { dst.initializeMemory(as: UInt8.self, repeating: 0) }
+                continue
+            }
+            let dev = deviceByte(seg.clusterIndex, seg.blobOffset)
+            if dev % bs == 0 && UInt64(seg.length) % bs == 0 && isAligned(dst) {
+                direct.append((dev / bs, dst))
+            } else {
+                let start = dev / bs * bs
+                let end = (dev + UInt64(seg.length) + bs - 1) / bs * bs
+                let b = store.bdev.allocateBuffer(byteCount: Int(end - start))
+                requests.append(.read(offsetBlocks: start / bs, buffers: [b.bytes]))
+                bounces.append((b, Int(dev - start), dst))
+            }
+        }
+        requests += coalesce(direct, read: true)
+        for r in await performAll(store.bdev, requests) { if case .failure(let e) = r { throw BlobstoreError(e) } }
+        for (b, skip, dst) in bounces { dst.copyMemory(from: UnsafeRawBufferPointer(b.slice(skip, dst.count))) }
+        if let p = parent {
+            for (off, dst) in parentReads { try await p.readAsBacking(at: off, into: dst) }
+        }
+    }
+
+    /// A snapshot serving a clone: bytes past the snapshot's size read as zeros.
+    func readAsBacking(at offset: UInt64, into dst: UnsafeMutableRawBufferPointer) async throws(BlobstoreError) {
+        if offset >= byteSize { dst.initializeMemory(as: UInt8.self, repeating: 0); return }
+        let n = Int(min(UInt64(dst.count), byteSize - offset))
+        try await read(at: offset, into: UnsafeMutableRawBufferPointer(rebasing: dst[0..<n]))
+        if n < dst.count { UnsafeMutableRawBufferPointer(rebasing: dst[n...]).initializeMemory(as: UInt8.self, repeating: 0) }
+    }
+
+    /// Merge segments that are contiguous both on the device and in memory (consecutive
+    /// clusters allocated back to back) into single requests of up to 8 MiB.
+    private func coalesce(_ segs: [(UInt64, UnsafeMutableRawBufferPointer)], read: Bool) -> [BDevRequest] {
+        guard !segs.isEmpty else { return [] }
+        let bs = store.blockSize
+        var out: [BDevRequest] = []
+        var (block, buf) = segs[0]
+        for (b, s) in segs.dropFirst() {
+            if block + UInt64(buf.count / bs) == b, buf.baseAddress! + buf.count == s.baseAddress!, buf.count + s.count <= 8 << 20 {
+                buf = UnsafeMutableRawBufferPointer(start: buf.baseAddress, count: buf.count + s.count)
+            } else {
+                out.append(read ? .read(offsetBlocks: block, buffers: [buf]) : .write(offsetBlocks: block, buffers: [buf]))
+                (block, buf) = (b, s)
+            }
+        }
+        out.append(read ? .read(offsetBlocks: block, buffers: [buf]) : .write(offsetBlocks: block, buffers: [buf]))
+        return out
+    }
+
+    private func isAligned(_ b: UnsafeMutableRawBufferPointer) -> Bool {
+        let a = store.bdev.bufferAlignment
+        return a <= 1 || Int(bitPattern: b.baseAddress) % a == 0
+    }
+
+    // MARK: Write
+
+    /// Write `data` at byte `offset`. Thin clusters are allocated on first write.
+    public func write(at offset: UInt64, from data: UnsafeRawBufferPointer) async throws(BlobstoreError) {
+        store.reactor.assertOnReactor()
+        try store.ensureWritable("write blob \(id)")
+        if flags.isDataReadOnly { throw .readOnly("blob \(id) is read-only") }
+        try checkRange(offset, data.count, "write")
+        if data.isEmpty { return }
+        let bs = UInt64(store.blockSize)
+        let blockRange = offset / bs ..< (offset + UInt64(data.count) + bs - 1) / bs
+        let token = await lockRange(blockRange)
+        defer { unlockRange(token) }
+
+        let segs = segments(offset: offset, length: data.count)
+        for seg in segs where clusters[seg.clusterIndex] == 0 {
+            try await allocateCluster(seg.clusterIndex, coveredBy: seg)
+        }
+        var requests: [BDevRequest] = []
+        var direct: [(UInt64, UnsafeMutableRawBufferPointer)] = []
+        var keep: [AlignedBuffer] = []
+        // Partial edge blocks: read them first, then patch.
+        var rmw: [(AlignedBuffer, devStart: UInt64, skip: Int, src: UnsafeRawBufferPointer)] = []
+        for seg in segs {
+            let src = UnsafeRawBufferPointer(rebasing: data[seg.bufferOffset..<seg.bufferOffset + seg.length])
+            let dev = deviceByte(seg.clusterIndex, seg.blobOffset)
+            if dev % bs == 0 && UInt64(seg.length) % bs == 0 && isAligned(UnsafeMutableRawBufferPointer(mutating: src)) {
+                direct.append((dev / bs, UnsafeMutableRawBufferPointer(mutating: src)))
+                continue
+            }
+            let start = dev / bs * bs
+            let end = (dev + UInt64(seg.length) + bs - 1) / bs * bs
+            let b = store.bdev.allocateBuffer(byteCount: Int(end - start))
+            rmw.append((b, start, Int(dev - start), src))
+        }
+        if !rmw.isEmpty {
+            // Read only the partial first/last blocks of each bounce range.
+            var reads: [BDevRequest] = []
+            for (b, devStart, skip, src) in rmw {
+                let total = b.count
+                if skip != 0 || src.count < Int(bs) {
+                    reads.append(.read(offsetBlocks: devStart / bs, buffers: [b.slice(0, Int(bs))]))
+                }
+                let tailEnd = skip + src.count
+                if tailEnd % Int(bs) != 0 && total > Int(bs) {
+                    reads.append(.read(offsetBlocks: (devStart + UInt64(total) - bs) / bs, buffers: [b.slice(total - Int(bs), Int(bs))]))
+                }
+            }
+            for r in await performAll(store.bdev, reads) { if case .failure(let e) = r { throw BlobstoreError(e) } }
+            for (b, devStart, skip, src) in rmw {
+                UnsafeMutableRawBufferPointer(rebasing: b.bytes[skip..<skip + src.count]).copyMemory(from: src)
+                requests.append(.write(offsetBlocks: devStart / bs, buffers: [b.bytes]))
+                keep.append(b)
+            }
+        }
+        requests += coalesce(direct, read: false)
+        let results = await performAll(store.bdev, requests)
+        store.writesSinceFlush = true
+        withExtendedLifetime(keep) {}
+        for r in results { if case .failure(let e) = r { throw BlobstoreError(e) } }
+    }
+
+    /// Make the byte range read back as zeros. Whole clusters of a thin blob without a
+    /// parent are deallocated (freed after the next commit); the rest is zeroed in place.
+    public func writeZeroes(at offset: UInt64, length: UInt64) async throws(BlobstoreError) {
+        store.reactor.assertOnReactor()
+        try store.ensureWritable("zero blob \(id)")
+        if flags.isDataReadOnly { throw .readOnly("blob \(id) is read-only") }
+        try checkRange(offset, Int(clamping: length), "zero")
+        if length == 0 { return }
+        let cs = UInt64(store.clusterSize), bs = UInt64(store.blockSize)
+        var pos = offset
+        let end = offset + length
+        while pos < end {
+            let ci = Int(pos / cs)
+            let segEnd = min(end, (pos / cs + 1) * cs)
+            if pos % cs == 0 && segEnd - pos == cs && isThin && parent == nil {
+                if allocating[ci] != nil { await waitForAllocation(ci) }
+                try deallocateCluster(ci)
+            } else if clusters[ci] != 0 || parent != nil {
+                // Aligned middle with write-zeroes; partial blocks through the write path.
+                let alignedStart = (pos + bs - 1) / bs * bs
+                let alignedEnd = segEnd / bs * bs
+                if clusters[ci] != 0 && alignedStart < alignedEnd {
+                    let token = await lockRange(alignedStart / bs ..< alignedEnd / bs)
+                    defer { unlockRange(token) }
+                    let dev = deviceByte(ci, alignedStart)
+                    do { try await store.bdev.writeZeroes(offsetBlocks: dev / bs, blockCount: (alignedEnd - alignedStart) / bs) }
+                    catch { throw BlobstoreError(error) }
+                    store.writesSinceFlush = true
+                    if pos < alignedStart { try await writeZeroBytes(pos, Int(alignedStart - pos)) }
+                    if alignedEnd < segEnd { try await writeZeroBytes(alignedEnd, Int(segEnd - alignedEnd)) }
+                } else {
+                    try await writeZeroBytes(pos, Int(segEnd - pos))
+                }
+            }
+            pos = segEnd
+        }
+    }
+
+    private func writeZeroBytes(_ offset: UInt64, _ n: Int) async throws(BlobstoreError) {
+        let z = store.bdev.allocateBuffer(byteCount: n)
+        z.zero()
+        try await write(at: offset, from: UnsafeRawBufferPointer(z.bytes))
+    }
+
+    /// Drop blob cluster `ci`'s mapping (thin blobs): reads return zeros/parent data.
+    private func deallocateCluster(_ ci: Int) throws(BlobstoreError) {
+        try checkMetadataWritable()
+        let c = clusters[ci]
+        guard c != 0 else { return }
+        clusters[ci] = 0
+        pendingFreeClusters.append(c)
+        if usesExtentTable { dirtySlots.insert(ci / FormatConstants.extentsPerExtentPage) }
+        else { chainGeneration &+= 1 }
+    }
+
+    // MARK: Thin allocation (§8.8)
+
+    /// Give blob cluster `ci` a device cluster: claim the lowest free one, fill what the
+    /// coming write does not cover (from the parent snapshot, else zeros), then map it in
+    /// memory. The mapping reaches disk at the next persist (after a flush), never before
+    /// the data it exposes.
+    private func allocateCluster(_ ci: Int, coveredBy seg: Segment) async throws(BlobstoreError) {
+        if allocating[ci] != nil { await waitForAllocation(ci); if clusters[ci] != 0 { return } }
+        try checkMetadataWritable()
+        allocating[ci] = []
+        defer {
+            let waiters = allocating.removeValue(forKey: ci) ?? []
+            for w in waiters { w.resume() }
+        }
+        let per = FormatConstants.extentsPerExtentPage
+        let needPage = usesExtentTable && extentPages[ci / per] == 0
+        if needPage { try await store.reservePages(1) }
+        let c = try await store.claimClusters(1)[0]
+        let cs = UInt64(store.clusterSize), bs = UInt64(store.blockSize)
+        let base = UInt64(c) * cs
+        do throws(BlobstoreError) {
+            if let p = parent {
+                let b = store.bdev.allocateBuffer(byteCount: Int(cs))
+                try await p.readAsBacking(at: UInt64(ci) * cs, into: b.bytes)
+                do { try await store.bdev.write(offsetBlocks: base / bs, from: b.bytes) } catch { throw BlobstoreError(error) }
+            } else {
+                // Zero all but the blocks the write fully covers.
+                let inStart = seg.blobOffset % cs
+                let fullStart = (inStart + bs - 1) / bs * bs
+                let fullEnd = (inStart + UInt64(seg.length)) / bs * bs
+                var zeroRanges: [(UInt64, UInt64)] = []
+                if fullStart < fullEnd {
+                    if fullStart > 0 { zeroRanges.append((0, fullStart)) }
+                    if fullEnd < cs { zeroRanges.append((fullEnd, cs)) }
+                } else {
+                    zeroRanges.append((0, cs))
+                }
+                let reqs = zeroRanges.map { BDevRequest.writeZeroes(offsetBlocks: (base + $0.0) / bs, blockCount: ($0.1 - $0.0) / bs) }
+                for r in await performAll(store.bdev, reqs) { if case .failure(let e) = r { throw BlobstoreError(e) } }
+            }
+        } catch {
+            store.releaseCluster(c)
+            throw error
+        }
+        store.writesSinceFlush = true
+        clusters[ci] = c
+        if usesExtentTable {
+            let slot = ci / per
+            if extentPages[slot] == 0 {
+                extentPages[slot] = try store.claimPage(from: 1)
+                chainGeneration &+= 1
+            }
+            dirtySlots.insert(slot)
+        } else {
+            chainGeneration &+= 1
+        }
+    }
+
+    private func waitForAllocation(_ ci: Int) async {
+        await withUnsafeContinuation { (c: UnsafeContinuation<Void, Never>) in allocating[ci, default: []].append(c) }
+    }
+
+    // MARK: Write ranges
+
+    private func lockRange(_ r: Range<UInt64>) async -> Int {
+        while writeRanges.contains(where: { $0.range.overlaps(r) }) {
+            await withUnsafeContinuation { (c: UnsafeContinuation<Void, Never>) in writeWaiters.append(c) }
+        }
+        nextWriteToken += 1
+        writeRanges.append((r, nextWriteToken))
+        return nextWriteToken
+    }
+    private func unlockRange(_ token: Int) {
+        writeRanges.removeAll { $0.token == token }
+        let w = writeWaiters
+        writeWaiters.removeAll()
+        for c in w { c.resume() }
+    }
+}

@@ -1,0 +1,124 @@
+import Glibc
+import Platform
+import BDev
+
+/// Metadata-page and super-block I/O for one store: page index ↔ device blocks, and
+/// batched reads that coalesce neighbouring pages into large sequential requests
+/// (mount reads only used metadata, in big batches: see docs/ARCHITECTURE.md).
+struct MetadataIO {
+    let bdev: any BlockDevice
+    /// Bytes per metadata page slot (super.md_page_size, ≥ 4096).
+    let pageSize: Int
+    /// First metadata page, counted in md pages from device byte 0.
+    let mdStart: UInt64
+    let mdLen: UInt32
+
+    /// Largest single read when coalescing pages.
+    static let maxBatchBytes = 1 << 20
+    /// Reads in flight at once during batched loads.
+    static let maxInFlight = 8
+
+    var blocksPerPage: UInt64 { UInt64(pageSize / bdev.blockSize) }
+    func block(ofPage index: UInt32) -> UInt64 { (mdStart + UInt64(index)) * blocksPerPage }
+
+    /// Read one metadata page (the full slot; callers use the first 4096 bytes).
+    func readPage(_ index: UInt32) async throws(BlobstoreError) -> [UInt8] {
+        guard index < mdLen else { throw .corrupt("metadata page \(index) is beyond the metadata region (\(mdLen) pages)") }
+        let buf = bdev.allocateBuffer(byteCount: pageSize)
+        do { try await bdev.read(offsetBlocks: block(ofPage: index), into: buf.bytes) }
+        catch { throw BlobstoreError(error) }
+        return Array(UnsafeRawBufferPointer(buf.bytes))
+    }
+
+    /// Write a 4096-byte struct page into page slot `index`, zero-filling the slot's tail.
+    func writePage(_ index: UInt32, _ structPage: [UInt8]) async throws(BlobstoreError) {
+        precondition(structPage.count == FormatConstants.structPageSize)
+        precondition(index < mdLen, "page \(index) beyond metadata region")
+        let buf = bdev.allocateBuffer(byteCount: pageSize)
+        buf.zero()
+        structPage.withUnsafeBytes { buf.bytes.copyMemory(from: $0) }
+        do { try await bdev.write(offsetBlocks: block(ofPage: index), from: buf.bytes) }
+        catch { throw BlobstoreError(error) }
+    }
+
+    /// Write zeroes over a page slot (how SPDK erases freed chain and extent pages).
+    func zeroPage(_ index: UInt32) async throws(BlobstoreError) {
+        do { try await bdev.writeZeroes(offsetBlocks: block(ofPage: index), blockCount: blocksPerPage) }
+        catch { throw BlobstoreError(error) }
+    }
+
+    /// Read many pages (indices need not be sorted or unique), coalescing runs of nearby
+    /// pages into large reads with several in flight. Calls `body(index, pageBytes)` for
+    /// each requested index, in ascending index order, with the slot's first 4096 bytes.
+    func readPages(_ indices: [UInt32], _ body: (UInt32, UnsafeRawBufferPointer) throws(BlobstoreError) -> Void) async throws(BlobstoreError) {
+        let sorted = Array(Set(indices)).sorted()
+        guard !sorted.isEmpty else { return }
+        if let bad = sorted.last, bad >= mdLen {
+            throw .corrupt("metadata page \(bad) is beyond the metadata region (\(mdLen) pages)")
+        }
+        // Build runs: [first, last] with gaps of at most `maxGap` pages, ≤ maxBatchBytes.
+        let pagesPerBatch = max(1, Self.maxBatchBytes / pageSize)
+        let maxGap: UInt32 = 8
+        var runs: [(first: UInt32, last: UInt32, members: ArraySlice<UInt32>)] = []
+        var i = 0
+        while i < sorted.count {
+            let start = i
+            var last = sorted[i]
+            i += 1
+            while i < sorted.count, sorted[i] - last <= maxGap, Int(sorted[i] - sorted[start]) < pagesPerBatch {
+                last = sorted[i]; i += 1
+            }
+            runs.append((sorted[start], last, sorted[start..<i]))
+        }
+        // Issue runs in windows of maxInFlight; deliver each window in order.
+        var w = 0
+        while w < runs.count {
+            let window = runs[w..<min(w + Self.maxInFlight, runs.count)]
+            let buffers = window.map { bdev.allocateBuffer(byteCount: Int($0.last - $0.first + 1) * pageSize) }
+            let requests = zip(window, buffers).map { run, buf in
+                BDevRequest.read(offsetBlocks: block(ofPage: run.first), buffers: [buf.bytes])
+            }
+            let results = await performAll(bdev, requests)
+            for (k, (run, buf)) in zip(window, buffers).enumerated() {
+                if case .failure(let e) = results[k] { throw BlobstoreError(e) }
+                for idx in run.members {
+                    let off = Int(idx - run.first) * pageSize
+                    try body(idx, UnsafeRawBufferPointer(buf.slice(off, FormatConstants.structPageSize)))
+                }
+            }
+            w += window.count
+        }
+    }
+}
+
+/// Submit several requests at once and wait for all of them (results in request order).
+func performAll(_ bdev: any BlockDevice, _ requests: [BDevRequest]) async -> [Result<Void, BDevError>] {
+    if requests.isEmpty { return [] }
+    return await withUnsafeContinuation { (c: UnsafeContinuation<[Result<Void, BDevError>], Never>) in
+        var results = [Result<Void, BDevError>](repeating: .success(()), count: requests.count)
+        var remaining = requests.count
+        for (i, r) in requests.enumerated() {
+            bdev.submit(r) { res in
+                results[i] = res
+                remaining -= 1
+                if remaining == 0 { c.resume(returning: results) }
+            }
+        }
+    }
+}
+
+/// A reactor-confined async mutex: waiters queue in FIFO order. Used to serialise a blob's
+/// metadata persists and the store's super-block updates.
+final class AsyncLock {
+    private var held = false
+    private var waiters: [UnsafeContinuation<Void, Never>] = []
+    func lock() async {
+        if !held { held = true; return }
+        await withUnsafeContinuation { waiters.append($0) }
+    }
+    func unlock() {
+        precondition(held, "unlock of an AsyncLock that is not held")
+        if waiters.isEmpty { held = false } else { waiters.removeFirst().resume() }
+    }
+    var isHeld: Bool { held }
+}
