@@ -32,8 +32,9 @@ public typealias BDevCompletion = (Result<Void, BDevError>) -> Void
 /// - A completed write is visible to later reads; it is durable only after a completed
 ///   `flush` issued after it.
 /// - Requests are independent: no ordering between in-flight requests is promised.
+/// - Devices are reactor-confined; `Sendable` only so tasks can carry the reference.
 /// - `poll()` is driven by the reactor (register the device with `Reactor.addPoller`).
-public protocol BlockDevice: ReactorPoller {
+public protocol BlockDevice: ReactorPoller, Sendable {
     var name: String { get }
     /// "malloc", "aio", "nvme".
     var kind: String { get }

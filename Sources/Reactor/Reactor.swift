@@ -155,8 +155,16 @@ public final class Reactor: SerialExecutor, TaskExecutor, @unchecked Sendable {
     public func runBlocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
         precondition(!isOnReactor, "runBlocking on the reactor thread would deadlock")
         let result = BlockingResult<Result<T, any Error>>()
+        // The closure is released before the result is handed back, so whatever it
+        // captured is never released on the reactor after the caller has moved on.
+        let box = ClosureBox(body)
         Task(executorPreference: self) {
-            do { result.fulfil(.success(try await body())) } catch { result.fulfil(.failure(error)) }
+            var r: Result<T, any Error>
+            do {
+                let work = box.take()
+                do { r = .success(try await work()) } catch { r = .failure(error) }
+            }
+            result.fulfil(r)
         }
         return try result.wait().get()
     }
@@ -306,5 +314,15 @@ public final class Reactor: SerialExecutor, TaskExecutor, @unchecked Sendable {
             lastWork = MonotonicClock.now()
         }
         stats.cpuNanoseconds = MonotonicClock.threadCPUTime()
+    }
+}
+
+/// Holds a closure until `take()` moves it out (used to control where it is released).
+private final class ClosureBox<T>: @unchecked Sendable {
+    private var body: (@Sendable () async throws -> T)?
+    init(_ body: @escaping @Sendable () async throws -> T) { self.body = body }
+    func take() -> @Sendable () async throws -> T {
+        defer { body = nil }
+        return body!
     }
 }
