@@ -1,1 +1,176 @@
-print("mkfs.blobfs: not yet")
+import Glibc
+import ArgumentParser
+import Platform
+import BDev
+import Blobstore
+import ToolSupport
+
+/// Default geometry (see docs/FORMAT-CHOICES in docs/ARCHITECTURE.md "mkfs defaults"):
+/// 16 KiB clusters so a small file costs 16 KiB, not SPDK's 1 MiB; one metadata page per
+/// 64 KiB of capacity (at least 1024) instead of one per cluster.
+let defaultClusterSize: UInt64 = 16 * 1024
+let bytesPerMetadataPage: UInt64 = 64 * 1024
+let minimumMetadataPages: UInt64 = 1024
+
+struct Mkfs: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mkfs.blobfs",
+        abstract: "Create a BlobFS volume (an SPDK-compatible blobstore of type BLOBFS).",
+        discussion: """
+        Formats DEVICE (a block device) or IMAGE (a regular file) as an empty BlobFS volume \
+        that blobfs-fuse mounts and SPDK's blobstore can load. The store is unloaded cleanly \
+        before mkfs.blobfs exits.
+
+        Geometry defaults: 16 KiB clusters (the allocation unit: a 1-byte file uses one \
+        cluster), and one 4 KiB metadata page per 64 KiB of device (at least 1024). A file \
+        with data needs two metadata pages (its root page and one extent page per 8 MiB with \
+        16 KiB clusters), so the default allows about one such file per 128 KiB of capacity. \
+        Use --md-pages for many small files, --spdk-defaults for SPDK's own layout (1 MiB \
+        clusters, one metadata page per cluster).
+
+        mkfs.blobfs refuses to overwrite an existing blobstore, a known filesystem or \
+        partition table, or a block device in use, unless -f is given.
+
+        EXIT STATUS: 0 on success, 1 on failure, 64 on a usage error.
+
+        EXAMPLES:
+          mkfs.blobfs -s 1G volume.img
+          mkfs.blobfs -C 64K -N 65536 /dev/nvme0n1
+          mkfs.blobfs -c bdev.json -b Aio0
+        """)
+
+    @Argument(help: ArgumentHelp("Block device or image file to format.", valueName: "DEVICE|IMAGE"))
+    var device: String?
+
+    @Option(name: [.short, .long], help: ArgumentHelp("Create IMAGE, or extend it, to SIZE bytes (suffixes K, M, G, T).", valueName: "SIZE"))
+    var size: String?
+
+    @Option(name: [.customShort("C"), .long], help: ArgumentHelp("Cluster size (a multiple of 4 KiB; default 16K).", valueName: "SIZE"))
+    var clusterSize: String?
+
+    @Option(name: [.customShort("N"), .customLong("md-pages")], help: ArgumentHelp("Number of metadata pages (default: one per 64 KiB, at least 1024).", valueName: "COUNT"))
+    var mdPages: UInt32?
+
+    @Flag(name: .long, help: "Use SPDK's defaults: 1 MiB clusters and one metadata page per cluster.")
+    var spdkDefaults = false
+
+    @Option(name: [.customShort("B"), .long], help: ArgumentHelp("Logical block size of an image file (512 or 4096; default 4096).", valueName: "BYTES"))
+    var blockSize: Int?
+
+    @Option(name: [.customLong("malloc")], help: ArgumentHelp("Format a RAM device of SIZE (for testing; gone on exit).", valueName: "SIZE"))
+    var malloc: String?
+
+    @Option(name: [.customShort("c"), .long], help: ArgumentHelp("SPDK-style JSON bdev configuration.", valueName: "FILE"))
+    var config: String?
+
+    @Option(name: [.customShort("b"), .customLong("bdev")], help: ArgumentHelp("Name of the bdev in --config to format.", valueName: "NAME"))
+    var bdev: String?
+
+    @Flag(name: [.short, .long], help: "Overwrite an existing blobstore, filesystem or partition table.")
+    var force = false
+
+    @Flag(name: [.short, .long], help: "Print nothing but errors.")
+    var quiet = false
+
+    func validate() throws {
+        if let b = blockSize, b != 512 && b != 4096 { throw ValidationError("--block-size must be 512 or 4096") }
+        if spdkDefaults && (clusterSize != nil || mdPages != nil) {
+            throw ValidationError("--spdk-defaults cannot be combined with --cluster-size or --md-pages")
+        }
+        if size != nil && device == nil { throw ValidationError("--size applies to an IMAGE file") }
+    }
+
+    func run() throws {
+        do { try format() } catch let e as ToolError {
+            printError("mkfs.blobfs: \(e.message)")
+            throw ExitCode(e.exitCode == 2 ? 64 : e.exitCode)
+        }
+    }
+
+    private func format() throws(ToolError) {
+        let selection = try DeviceSelection.from(path: device, malloc: malloc, config: config, bdev: bdev)
+        var createSize: UInt64? = nil
+        if let s = size {
+            do { createSize = try parseByteSize(s) } catch { throw .usage("--size: \(error)") }
+        }
+        var cluster = spdkDefaults ? UInt64(1 << 20) : defaultClusterSize
+        if let c = clusterSize {
+            do { cluster = try parseByteSize(c) } catch { throw .usage("--cluster-size: \(error)") }
+            guard cluster % 4096 == 0, cluster <= UInt64(UInt32.max) else {
+                throw .usage("--cluster-size \(c) must be a multiple of 4 KiB below 4 GiB")
+            }
+        }
+        if case .path(let p) = selection {
+            let exists = access(p, F_OK) == 0
+            if !exists && createSize == nil {
+                throw ToolError("\(p) does not exist (use --size SIZE to create an image file)")
+            }
+            if exists {
+                if DeviceFile.isBlockDevicePath(p) {
+                    if createSize != nil { throw .usage("--size applies to image files, not block device \(p)") }
+                    if blockDeviceBusy(p) && !force {
+                        throw ToolError("\(p) is in use (mounted or held by another program); refusing to format it")
+                    }
+                }
+                if !force, let existing = ExistingContent.probe(p) {
+                    throw ToolError("\(p) contains \(existing); use -f to overwrite it")
+                }
+            }
+        }
+
+        let rt = try ToolRuntime(selection, blockSize: blockSize, createSize: createSize)
+        defer { rt.shutdown() }
+        let dev = rt.device
+        var opts = BlobstoreInitOptions()
+        opts.clusterSize = UInt32(cluster)
+        opts.bstype = SuperBlock.bstypeBlobFS
+        if let n = mdPages {
+            opts.mdPageCount = n
+        } else if !spdkDefaults {
+            let pages = max(minimumMetadataPages, dev.byteCount / bytesPerMetadataPage)
+            opts.mdPageCount = UInt32(min(pages, UInt64(UInt32.max - 1)))
+        }
+        let showProgress = !quiet && stderrIsTTY && dev.byteCount >= 1 << 30
+        if showProgress {
+            opts.progress = { done, total in
+                printError("\rformatting: \(Int(Double(done) / Double(max(total, 1)) * 100))%\u{1B}[K", newline: false)
+            }
+        }
+        let options = opts
+        let summary: (Summary)
+        do {
+            summary = try rt.run {
+                let store = try await Blobstore.initialize(bdev: dev, reactor: rt.reactor, options: options)
+                try await store.unload()
+                return Summary(store)
+            }
+        } catch let e as BlobstoreError {
+            if showProgress { printError("") }
+            throw ToolError("cannot format \(selection): \(e.message)")
+        } catch {
+            throw ToolError("cannot format \(selection): \(error)")
+        }
+        if showProgress { printError("\r\u{1B}[K", newline: false) }
+        if !quiet { print(summary.text(device: selection.description, dev: dev)) }
+    }
+}
+
+struct Summary: Sendable {
+    var clusterSize: Int, totalClusters: Int, dataClusters: Int, metadataClusters: Int
+    var mdPages: Int, mdPageSize: Int, blockSize: Int
+    init(_ s: Blobstore) {
+        clusterSize = s.clusterSize; totalClusters = s.totalClusters; dataClusters = s.totalDataClusters
+        metadataClusters = s.metadataClusters; mdPages = s.mdPageCount; mdPageSize = s.pageSize; blockSize = s.blockSize
+    }
+    func text(device: String, dev: any BlockDevice) -> String {
+        """
+        Created a BlobFS volume on \(device)
+          device size:       \(formatBytes(dev.byteCount)) (\(dev.blockCount) blocks of \(blockSize) bytes, \(dev.ioMode))
+          cluster size:      \(formatBytes(UInt64(clusterSize)))
+          clusters:          \(totalClusters) (\(dataClusters) for data = \(formatBytes(UInt64(dataClusters) * UInt64(clusterSize))))
+          metadata pages:    \(mdPages) of \(mdPageSize) bytes, in \(metadataClusters) cluster(s)
+        """
+    }
+}
+
+Mkfs.main()

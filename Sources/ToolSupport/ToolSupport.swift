@@ -1,1 +1,144 @@
+import Glibc
+import Platform
+import Reactor
 import BDev
+import Blobstore
+
+/// Where a tool's block device comes from: an image file / block device path, a fresh
+/// RAM device (`--malloc SIZE`), or an SPDK-style JSON config plus a bdev name.
+public enum DeviceSelection: Sendable, CustomStringConvertible {
+    case path(String)
+    case malloc(bytes: UInt64)
+    case config(file: String, bdev: String)
+
+    public var description: String {
+        switch self {
+        case .path(let p): return p
+        case .malloc(let n): return "malloc (\(formatBytes(n)))"
+        case .config(let f, let b): return "\(b) from \(f)"
+        }
+    }
+
+    /// Build from the usual command-line pieces, with a usage error when they conflict.
+    public static func from(path: String?, malloc: String?, config: String?, bdev: String?) throws(ToolError) -> DeviceSelection {
+        let given = [path != nil, malloc != nil, config != nil].filter { $0 }.count
+        if given != 1 {
+            throw .usage(given == 0 ? "no device given: name a DEVICE or IMAGE, --malloc SIZE, or -c CONFIG -b BDEV"
+                                    : "give only one of DEVICE/IMAGE, --malloc and -c/--config")
+        }
+        if let m = malloc {
+            do { return .malloc(bytes: try parseByteSize(m)) } catch { throw .usage("--malloc: \(error)") }
+        }
+        if let c = config {
+            guard let b = bdev else { throw .usage("-c/--config needs -b/--bdev NAME to pick the bdev") }
+            return .config(file: c, bdev: b)
+        }
+        if bdev != nil { throw .usage("-b/--bdev goes with -c/--config") }
+        return .path(path!)
+    }
+}
+
+/// An error that ends a tool, with the exit code it should produce.
+public struct ToolError: Error, CustomStringConvertible {
+    public var message: String
+    public var exitCode: Int32
+    public init(_ message: String, exitCode: Int32 = 1) { self.message = message; self.exitCode = exitCode }
+    public static func usage(_ m: String) -> ToolError { ToolError(m, exitCode: 2) }
+    public var description: String { message }
+}
+
+/// A reactor plus one opened block device, registered as a poller. Tools are synchronous
+/// on their main thread and hand work to the reactor with `run`.
+public final class ToolRuntime: @unchecked Sendable {
+    public let reactor: Reactor
+    public let device: any BlockDevice
+    private var pollerID = 0
+
+    /// - Parameters:
+    ///   - blockSize: for image files only; nil = taken from an existing blobstore's io
+    ///     unit size, else 4096.
+    ///   - createSize: create or extend an image file to this size first.
+    public init(_ selection: DeviceSelection, blockSize: Int? = nil, createSize: UInt64? = nil,
+                name: String = "blobfs0") throws(ToolError) {
+        do { reactor = try Reactor(name: "reactor") } catch { throw ToolError("cannot start the reactor: \(error)") }
+        do {
+            switch selection {
+            case .malloc(let bytes):
+                device = try MallocBDev(name: "Malloc0", byteCount: bytes, blockSize: blockSize ?? 4096)
+            case .config(let file, let bdev):
+                let cfg = try BDevConfig.load(path: file)
+                device = try openBDev(try cfg.entry(named: bdev))
+            case .path(let p):
+                let bs = blockSize ?? Self.existingIOUnitSize(p) ?? 4096
+                device = try AIOBDev(name: name, path: p, blockSize: DeviceFile.isBlockDevicePath(p) ? nil : bs,
+                                     create: createSize)
+            }
+        } catch {
+            reactor.shutdown()
+            throw ToolError("\(selection): \(error)")
+        }
+        let dev = device
+        let id = try? reactor.runBlocking { [reactor] in reactor.addPoller(dev) }
+        pollerID = id ?? 0
+    }
+
+    /// Run `body` on the reactor, blocking the caller until it finishes.
+    public func run<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+        try reactor.runBlocking(body)
+    }
+
+    /// Unregister and close the device and stop the reactor.
+    public func shutdown() {
+        let dev = device, id = pollerID, r = reactor
+        _ = try? reactor.runBlocking { r.removePoller(id); dev.close() }
+        reactor.shutdown()
+    }
+
+    /// The io unit size recorded in an existing blobstore image, if the file holds one.
+    public static func existingIOUnitSize(_ path: String) -> Int? {
+        guard let head = readHead(path, count: 4096) else { return nil }
+        guard let sb = try? head.withUnsafeBytes({ (b) throws(FormatError) in try SuperBlock.decode(b) }) else { return nil }
+        return Int(sb.effectiveIOUnitSize)
+    }
+
+    /// The first `count` bytes of a file or device (nil when unreadable or shorter).
+    public static func readHead(_ path: String, count: Int, offset: Int64 = 0) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buf = [UInt8](repeating: 0, count: count)
+        let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, off_t(offset)) }
+        return n == count ? buf : nil
+    }
+}
+
+extension DeviceFile {
+    public static func isBlockDevicePath(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFBLK
+    }
+}
+
+/// "1.0 GiB", "16 KiB", "512 B".
+public func formatBytes(_ n: UInt64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
+    var v = Double(n), u = 0
+    while v >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
+    if u == 0 { return "\(n) B" }
+    let s = v == v.rounded() ? String(Int(v)) : String(format1(v))
+    return "\(s) \(units[u])"
+}
+func format1(_ v: Double) -> String {
+    let r = (v * 10).rounded() / 10
+    return r == r.rounded() ? String(Int(r)) : String(r)
+}
+
+/// Print to stderr.
+public func printError(_ s: String, newline: Bool = true) {
+    var line = s
+    if newline && !line.hasSuffix("\n") { line += "\n" }
+    _ = line.withCString { write(2, $0, strlen($0)) }
+}
+
+/// True when stdout/stderr is a terminal (progress output only then).
+public var stderrIsTTY: Bool { isatty(2) != 0 }
