@@ -17,7 +17,9 @@ public final class AIOContext {
     private let iocbs: UnsafeMutablePointer<iocb>
     private let iocbPointers: UnsafeMutablePointer<UnsafeMutablePointer<iocb>?>
     private let events: UnsafeMutablePointer<io_event>
-    private var iovecStorage: [[iovec]]
+    /// Per-slot iovec arrays for vectored requests: the kernel reads them at io_submit, so
+    /// they must outlive `prepare`. Grown on demand, reused, freed in deinit.
+    private var iovecs: [UnsafeMutableBufferPointer<iovec>]
     private var freeSlots: [Int]
     private var pending: [Int] = []
     private let eventFD: Int32?
@@ -35,12 +37,13 @@ public final class AIOContext {
         iocbs.initialize(repeating: iocb(), count: depth)
         iocbPointers = .allocate(capacity: depth)
         events = .allocate(capacity: depth)
-        iovecStorage = Array(repeating: [], count: depth)
+        iovecs = Array(repeating: UnsafeMutableBufferPointer(start: nil, count: 0), count: depth)
         freeSlots = Array((0..<depth).reversed())
     }
     deinit {
         if let ctx { io_destroy(ctx) }
         iocbs.deallocate(); iocbPointers.deallocate(); events.deallocate()
+        for v in iovecs { v.deallocate() }
     }
 
     /// True when a slot is free for another request.
@@ -62,11 +65,14 @@ public final class AIOContext {
                 if kind == .read { io_prep_pread(cb, fd, b.baseAddress, b.count, offset) }
                 else { io_prep_pwrite(cb, fd, b.baseAddress, b.count, offset) }
             } else {
-                iovecStorage[slot] = buffers.map { iovec(iov_base: $0.baseAddress, iov_len: $0.count) }
-                iovecStorage[slot].withUnsafeMutableBufferPointer { v in
-                    if kind == .read { io_prep_preadv(cb, fd, v.baseAddress, Int32(v.count), offset) }
-                    else { io_prep_pwritev(cb, fd, v.baseAddress, Int32(v.count), offset) }
+                if iovecs[slot].count < buffers.count {
+                    iovecs[slot].deallocate()
+                    iovecs[slot] = .allocate(capacity: buffers.count)
                 }
+                let v = iovecs[slot]
+                for (i, b) in buffers.enumerated() { v[i] = iovec(iov_base: b.baseAddress, iov_len: b.count) }
+                if kind == .read { io_prep_preadv(cb, fd, v.baseAddress, Int32(buffers.count), offset) }
+                else { io_prep_pwritev(cb, fd, v.baseAddress, Int32(buffers.count), offset) }
             }
         }
         if let efd = eventFD { io_set_eventfd(cb, efd) }
@@ -118,8 +124,5 @@ public final class AIOContext {
         inFlight -= Int(n)
     }
 
-    private func release(_ slot: Int) {
-        iovecStorage[slot].removeAll()
-        freeSlots.append(slot)
-    }
+    private func release(_ slot: Int) { freeSlots.append(slot) }
 }

@@ -27,11 +27,13 @@ public final class AlignedBuffer: @unchecked Sendable {
     /// - Parameters:
     ///   - count: bytes (rounded up to at least 1).
     ///   - alignment: power of two; NUMA allocations are page aligned (4096), which covers ≤ 4096.
-    ///   - numaNode: preferred node, or nil for plain memory.
+    ///   - numaNode: preferred node, or nil for plain memory. A node that does not exist
+    ///     falls back to plain memory (libnuma would allocate unbound and print a warning).
     public init(count: Int, alignment: Int = 4096, numaNode: Int? = nil) {
         precondition(alignment > 0 && alignment & (alignment - 1) == 0, "alignment must be a power of two")
         let size = max(count, 1)
-        if let node = numaNode, NUMA.isAvailable, alignment <= 4096, let p = numa_alloc_onnode(size, Int32(node)) {
+        if let node = numaNode, NUMA.isAvailable, (0..<NUMA.nodeCount).contains(node), alignment <= 4096,
+           let p = numa_alloc_onnode(size, Int32(node)) {
             baseAddress = p
             numaBacked = true
             self.numaNode = node
