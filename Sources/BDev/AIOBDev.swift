@@ -1,0 +1,388 @@
+import Glibc
+import Platform
+import Reactor
+
+/// A block device over a regular file or a Linux block device, driven by Linux native AIO
+/// (libaio, through `Platform.AIOContext`), like SPDK's bdev_aio.
+///
+/// I/O path: `submit` prepares reads, writes and flushes into free AIO slots (or a FIFO
+/// backlog when all `queueDepth` slots are busy); `poll()` reaps kernel completions, delivers
+/// them, refills slots from the backlog and hands everything prepared since the last poll to
+/// the kernel in one io_submit. Completions are only ever delivered from `poll()`, even when
+/// the kernel finished the request inside io_submit (tmpfs, extending writes on ext4).
+///
+/// The kernel signals `wakeupFD` (an eventfd attached to every request) on each completion,
+/// so the reactor may sleep while requests are in flight.
+///
+/// Unmap and write-zeroes are done synchronously at submission (fallocate / BLKDISCARD /
+/// BLKZEROOUT), as SPDK's bdev_aio does; their completions are still deferred to `poll()`.
+public final class AIOBDev: BlockDevice, @unchecked Sendable {
+    /// Whether to open with O_DIRECT (bypassing the page cache).
+    public enum DirectMode: Sendable {
+        /// O_DIRECT if the filesystem accepts it (checked by opening and reading block 0),
+        /// otherwise buffered I/O with fdatasync on flush.
+        case auto
+        /// O_DIRECT or fail.
+        case on
+        /// Buffered I/O with fdatasync on flush.
+        case off
+    }
+
+    public let name: String
+    public let kind = "aio"
+    public let path: String
+    public let blockSize: Int
+    public let physicalBlockSize: Int
+    public let blockCount: UInt64
+    public let bufferAlignment: Int
+    public let ioMode: String
+    /// True when the device is driven with O_DIRECT.
+    public let isDirect: Bool
+    public let queueDepth: Int
+
+    /// The open file; -1 after `close()`.
+    private var fd: Int32
+    private let eventFD: EventFD
+    private let aio: AIOContext
+
+    /// A read, write or flush that goes through AIO.
+    private struct IO {
+        enum Op { case read, write, flush }
+        let op: Op
+        let byteOffset: UInt64
+        let buffers: [UnsafeMutableRawBufferPointer]
+        let byteCount: Int
+        let completion: BDevCompletion
+    }
+    /// Requests handed to `aio`, indexed by slot; nil for a free slot.
+    private var slots: [IO?]
+    /// Requests waiting for a free slot, oldest first from `backlogHead`.
+    private var backlog: [IO] = []
+    private var backlogHead = 0
+    /// Results waiting to be delivered by the next `poll()`.
+    private var ready: [(BDevCompletion, Result<Void, BDevError>)] = []
+    private var delivering: [(BDevCompletion, Result<Void, BDevError>)] = []
+    private var reaped: [AIOContext.Completion] = []
+    /// Set when completions were reaped after the eventfd was drained: their signals may
+    /// still be counted, so the next poll drains again (else the reactor would wake for
+    /// nothing forever).
+    private var eventFDMayBeStale = false
+    /// Cleared once the kernel rejects IOCB_CMD_FDSYNC for this file with EINVAL.
+    private var aioFsyncSupported = true
+    /// Zero-filled source for write-zeroes when the kernel cannot zero a range itself.
+    private lazy var zeroBuffer: AlignedBuffer = {
+        let b = AlignedBuffer(count: max(1 << 20, blockSize), alignment: max(bufferAlignment, 64))
+        b.zero()
+        return b
+    }()
+
+    /// Open `path` (a regular file or a block device).
+    /// - Parameters:
+    ///   - blockSize: logical block size; default: the device's logical block size, or 4096 for
+    ///     files. Must be a power of two ≥ 512 (and a multiple of a device's logical block size).
+    ///   - queueDepth: AIO slots; more requests wait in a software backlog.
+    ///   - create: create a regular file if missing and extend it (sparsely) to this many bytes
+    ///     if it is smaller. A file is never shrunk.
+    /// The usable size is the file or device size rounded down to whole blocks.
+    public init(name: String, path: String, blockSize: Int? = nil, queueDepth: Int = 128,
+                direct: DirectMode = .auto, create: UInt64? = nil) throws(BDevError) {
+        let what = "aio bdev \(name) (\(path))"
+        if let bs = blockSize, bs < 512 || bs & (bs - 1) != 0 {
+            throw BDevError(.invalidArgument, "\(what): block size \(bs) must be a power of two ≥ 512")
+        }
+        guard queueDepth > 0 else { throw BDevError(.invalidArgument, "\(what): queue depth must be positive") }
+
+        var flags = O_RDWR | O_CLOEXEC
+        if create != nil { flags |= O_CREAT }
+        var fd = Glibc.open(path, flags | (direct == .off ? 0 : DeviceFile.directFlag), 0o644)
+        // Why the device runs buffered; nil while O_DIRECT holds.
+        var bufferedReason = direct == .off ? "O_DIRECT disabled" : nil
+        if fd < 0 && errno == EINVAL && direct != .off {
+            // Filesystems without direct I/O refuse O_DIRECT at open with EINVAL.
+            fd = Glibc.open(path, flags, 0o644)
+            if fd >= 0 { bufferedReason = "O_DIRECT unsupported on \(Self.filesystemName(fd))" }
+        }
+        guard fd >= 0 else { throw BDevError(Errno(rawValue: errno), "\(what): cannot open") }
+        var keepOpen = false
+        defer { if !keepOpen { Glibc.close(fd) } }
+
+        // Geometry.
+        let logical: Int, physical: Int
+        if DeviceFile.isBlockDevice(fd) {
+            if create != nil {
+                throw BDevError(.invalidArgument, "\(what): is a block device; create applies to regular files only")
+            }
+            let sizes: (logical: Int, physical: Int)
+            do throws(Errno) { sizes = try DeviceFile.blockSizes(fd) } catch {
+                throw BDevError(error, "\(what): cannot read the logical block size")
+            }
+            logical = blockSize ?? sizes.logical
+            guard logical % sizes.logical == 0 else {
+                throw BDevError(.invalidArgument,
+                                "\(what): block size \(logical) is smaller than the device's logical block size \(sizes.logical)")
+            }
+            // The physical block is the atomic write unit; it must be a multiple of ours.
+            physical = sizes.physical % logical == 0 ? sizes.physical : logical
+        } else if DeviceFile.isRegularFile(fd) {
+            logical = blockSize ?? 4096
+            physical = logical
+            if let target = create {
+                guard target <= UInt64(Int.max) else {
+                    throw BDevError(.fileTooLarge, "\(what): cannot create \(target) bytes")
+                }
+                var st = stat()
+                guard fstat(fd, &st) == 0 else { throw BDevError(Errno(rawValue: errno), "\(what): fstat") }
+                // Extend only: ftruncate makes the new part a hole (sparse).
+                if st.st_size < Int(target), ftruncate(fd, Int(target)) != 0 {
+                    throw BDevError(Errno(rawValue: errno), "\(what): cannot extend to \(target) bytes")
+                }
+            }
+        } else {
+            throw BDevError(.invalidArgument, "\(what): not a regular file or block device")
+        }
+        let byteSize: UInt64
+        do throws(Errno) { byteSize = try DeviceFile.size(fd) } catch {
+            throw BDevError(error, "\(what): cannot read the size")
+        }
+        let blocks = byteSize / UInt64(logical)
+        guard blocks > 0 else {
+            throw BDevError(.invalidArgument, "\(what): size \(byteSize) bytes is smaller than one \(logical)-byte block")
+        }
+
+        // Some filesystems accept O_DIRECT at open but refuse the I/O: probe with one aligned
+        // read of block 0. A new or sparse file reads a hole here, which succeeds without
+        // testing the alignment; a block size below the filesystem's direct-I/O alignment
+        // then shows up as EINVAL on the first request instead.
+        if bufferedReason == nil {
+            let probe = AlignedBuffer(count: logical, alignment: max(4096, logical))
+            if pread(fd, probe.baseAddress, logical, 0) < 0 {
+                let err = errno
+                guard err == EINVAL else {
+                    throw BDevError(Errno(rawValue: err), "\(what): reading block 0 failed")
+                }
+                let buffered = Glibc.open(path, O_RDWR | O_CLOEXEC)
+                guard buffered >= 0 else { throw BDevError(Errno(rawValue: errno), "\(what): cannot reopen without O_DIRECT") }
+                Glibc.close(fd)
+                fd = buffered
+                bufferedReason = "O_DIRECT unsupported on \(Self.filesystemName(fd))"
+            }
+        }
+        if direct == .on, let reason = bufferedReason {
+            throw BDevError(.invalidArgument, "\(what): \(reason)")
+        }
+
+        do throws(Errno) {
+            eventFD = try EventFD()
+            aio = try AIOContext(depth: queueDepth, eventFD: eventFD.fd)
+        } catch {
+            throw BDevError(error, "\(what): cannot set up AIO with queue depth \(queueDepth)")
+        }
+        keepOpen = true
+        self.fd = fd
+        self.name = name
+        self.path = path
+        self.blockSize = logical
+        self.physicalBlockSize = physical
+        self.blockCount = blocks
+        self.queueDepth = queueDepth
+        self.isDirect = bufferedReason == nil
+        self.bufferAlignment = bufferedReason == nil ? max(4096, logical) : 1
+        self.ioMode = bufferedReason.map { "buffered (\($0)) + fdatasync on flush" } ?? "O_DIRECT"
+        self.slots = Array(repeating: nil, count: queueDepth)
+    }
+
+    deinit {
+        if fd >= 0 { Glibc.close(fd) }
+    }
+
+    // MARK: Submission
+
+    public func submit(_ request: BDevRequest, completion: @escaping BDevCompletion) {
+        guard fd >= 0 else {
+            ready.append((completion, .failure(BDevError(.badFileDescriptor, "\(name): device is closed"))))
+            return
+        }
+        if let e = validate(request) { ready.append((completion, .failure(e))); return }
+        let bs = UInt64(blockSize)
+        switch request {
+        case .read(let off, let bufs):
+            enqueue(IO(op: .read, byteOffset: off * bs, buffers: bufs, byteCount: bufs.reduce(0) { $0 + $1.count },
+                       completion: completion))
+        case .write(let off, let bufs):
+            enqueue(IO(op: .write, byteOffset: off * bs, buffers: bufs, byteCount: bufs.reduce(0) { $0 + $1.count },
+                       completion: completion))
+        case .unmap(_, 0), .writeZeroes(_, 0):
+            // Nothing to do (and fallocate would reject a zero length).
+            ready.append((completion, .success(())))
+        case .flush:
+            if aioFsyncSupported {
+                enqueue(IO(op: .flush, byteOffset: 0, buffers: [], byteCount: 0, completion: completion))
+            } else {
+                ready.append((completion, fdatasyncNow()))
+            }
+        case .unmap(let off, let n):
+            // Contents of unmapped blocks are undefined, so a device or filesystem without
+            // discard/hole punching simply keeps the data.
+            do throws(Errno) {
+                try DeviceFile.discard(fd, offset: off * bs, length: n * bs)
+                ready.append((completion, .success(())))
+            } catch where Self.isUnsupported(error) {
+                ready.append((completion, .success(())))
+            } catch {
+                ready.append((completion, .failure(BDevError(error, "\(name): unmap of \(n * bs) bytes at offset \(off * bs)"))))
+            }
+        case .writeZeroes(let off, let n):
+            do throws(Errno) {
+                try DeviceFile.zeroRange(fd, offset: off * bs, length: n * bs)
+                ready.append((completion, .success(())))
+            } catch where Self.isUnsupported(error) {
+                writeZeroBuffers(byteOffset: off * bs, byteCount: n * bs, completion: completion)
+            } catch {
+                ready.append((completion, .failure(BDevError(error, "\(name): write-zeroes of \(n * bs) bytes at offset \(off * bs)"))))
+            }
+        }
+    }
+
+    /// Start `io` in a free slot, or queue it behind older waiting requests (FIFO).
+    private func enqueue(_ io: IO) {
+        if backlogHead == backlog.count && start(io) { return }
+        backlog.append(io)
+    }
+
+    /// Prepare `io` in a free AIO slot; false when none is free.
+    private func start(_ io: IO) -> Bool {
+        let kind: AIOContext.Kind = switch io.op {
+        case .read: .read
+        case .write: .write
+        case .flush: .fdsync
+        }
+        guard let slot = aio.prepare(kind, fd: fd, offset: Int64(io.byteOffset), buffers: io.buffers) else { return false }
+        slots[slot] = io
+        return true
+    }
+
+    /// Write-zeroes fallback: write the range from `zeroBuffer` in chunks; complete once all
+    /// chunks have, with the first error if any.
+    private func writeZeroBuffers(byteOffset: UInt64, byteCount: UInt64, completion: @escaping BDevCompletion) {
+        let chunk = UInt64(zeroBuffer.count)
+        var remaining = Int((byteCount + chunk - 1) / chunk)
+        var firstError: BDevError?
+        var offset = byteOffset
+        while offset < byteOffset + byteCount {
+            let length = Int(min(chunk, byteOffset + byteCount - offset))
+            enqueue(IO(op: .write, byteOffset: offset, buffers: [zeroBuffer.slice(0, length)], byteCount: length) { r in
+                if case .failure(let e) = r, firstError == nil { firstError = e }
+                remaining -= 1
+                if remaining == 0 { completion(firstError.map { .failure($0) } ?? .success(())) }
+            })
+            offset += UInt64(length)
+        }
+    }
+
+    private func fdatasyncNow() -> Result<Void, BDevError> {
+        fdatasync(fd) == 0 ? .success(()) : .failure(BDevError(Errno(rawValue: errno), "\(name): fdatasync"))
+    }
+
+    // MARK: Polling
+
+    public func poll() -> Int {
+        var work = 0
+        if aio.inFlight > 0 || eventFDMayBeStale {
+            // Drain before reaping: a completion landing after the reap then leaves the
+            // eventfd readable, so the reactor cannot sleep past it.
+            eventFD.drain()
+            aio.reap(into: &reaped)
+            eventFDMayBeStale = !reaped.isEmpty
+            for c in reaped { finish(slot: c.slot, result: c.result) }
+            work += reaped.count
+            reaped.removeAll(keepingCapacity: true)
+        }
+        if !ready.isEmpty {
+            // Callbacks may submit more; those land in `ready` or slots for the steps below.
+            swap(&ready, &delivering)
+            work += delivering.count
+            for (c, r) in delivering { c(r) }
+            delivering.removeAll(keepingCapacity: true)
+        }
+        while backlogHead < backlog.count, start(backlog[backlogHead]) {
+            backlogHead += 1
+            work += 1
+        }
+        if backlogHead == backlog.count {
+            backlog.removeAll(keepingCapacity: true)
+            backlogHead = 0
+        } else if backlogHead >= 1024 && backlogHead * 2 >= backlog.count {
+            backlog.removeFirst(backlogHead)
+            backlogHead = 0
+        }
+        if aio.hasPending {
+            // Requests the kernel refuses at io_submit become completions for the next poll.
+            let inFlight = aio.inFlight
+            let refused = aio.submitPending()
+            for c in refused { finish(slot: c.slot, result: c.result) }
+            work += aio.inFlight - inFlight + refused.count
+        }
+        return work
+    }
+
+    /// Turn a kernel result for `slot` into a completion for the next delivery.
+    private func finish(slot: Int, result: Int) {
+        guard let io = slots[slot] else { preconditionFailure("\(name): completion for idle AIO slot \(slot)") }
+        slots[slot] = nil
+        let outcome: Result<Void, BDevError>
+        switch io.op {
+        case .flush where result == -Int(EINVAL):
+            // The kernel has no IOCB_CMD_FDSYNC for this file (kernels before 4.18, some
+            // filesystems): fall back to a synchronous fdatasync, now and from now on.
+            aioFsyncSupported = false
+            outcome = fdatasyncNow()
+        case .flush:
+            outcome = result < 0 ? .failure(BDevError(Errno(rawValue: Int32(-result)), "\(name): flush")) : .success(())
+        case .read, .write:
+            let op = io.op == .read ? "read" : "write"
+            if result < 0 {
+                outcome = .failure(BDevError(Errno(rawValue: Int32(-result)),
+                                             "\(name): \(op) of \(io.byteCount) bytes at offset \(io.byteOffset)"))
+            } else if result < io.byteCount {
+                outcome = .failure(BDevError(.ioError,
+                                             "\(name): short \(op) at offset \(io.byteOffset): \(result) of \(io.byteCount) bytes"))
+            } else {
+                outcome = .success(())
+            }
+        }
+        ready.append((io.completion, outcome))
+    }
+
+    public var wakeupFD: Int32? { eventFD.fd }
+
+    public var hasOutstandingWork: Bool { !ready.isEmpty || backlogHead < backlog.count || aio.hasPending }
+
+    public func close() {
+        precondition(aio.inFlight == 0 && !hasOutstandingWork, "\(name): close() with requests in flight")
+        guard fd >= 0 else { return }
+        Glibc.close(fd)
+        fd = -1
+    }
+
+    // MARK: Helpers
+
+    /// Errors meaning "this file or device cannot do that operation" rather than a failure.
+    private static func isUnsupported(_ e: Errno) -> Bool {
+        e == .notSupported || e == .notSupportedOnSocket || e == .noFunction || e == .inappropriateIOCTLForDevice
+    }
+
+    private static func filesystemName(_ fd: Int32) -> String {
+        guard let magic = DeviceFile.filesystemType(fd) else { return "this filesystem" }
+        switch magic {
+        case DeviceFile.tmpfsMagic: return "tmpfs"
+        case 0xEF53: return "ext2/3/4"
+        case 0x5846_5342: return "xfs"
+        case 0x9123_683E: return "btrfs"
+        case 0x794C_7630: return "overlayfs"
+        case 0x6573_5546: return "fuse"
+        case 0x6969: return "nfs"
+        case 0x0102_1997: return "9p"
+        default: return "filesystem 0x\(String(magic, radix: 16))"
+        }
+    }
+}
