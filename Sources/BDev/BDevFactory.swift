@@ -1,0 +1,19 @@
+import Platform
+
+/// Create the bdev a config entry describes.
+public func openBDev(_ entry: BDevConfig.Entry) throws(BDevError) -> any BlockDevice {
+    switch entry {
+    case .malloc(let name, let numBlocks, let blockSize, let numaNode):
+        let (byteCount, overflow) = numBlocks.multipliedReportingOverflow(by: UInt64(blockSize))
+        guard !overflow else {
+            throw BDevError(.invalidArgument, "malloc bdev \(name): \(numBlocks) blocks of \(blockSize) bytes is too large")
+        }
+        if let numaNode { return try MallocBDev(name: name, byteCount: byteCount, blockSize: blockSize, numaNode: numaNode) }
+        return try MallocBDev(name: name, byteCount: byteCount, blockSize: blockSize)
+    case .aio(let name, let filename, let blockSize):
+        return try AIOBDev(name: name, path: filename, blockSize: blockSize)
+    case .nvme(let name, let trtype, let traddr):
+        throw BDevError(.notSupported, "bdev \(entry.bdevName) (NVMe controller \(name), \(trtype) \(traddr)): "
+                                      + "user-space NVMe bdev is not available in this build")
+    }
+}
