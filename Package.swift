@@ -39,6 +39,8 @@ let package = Package(
         .target(name: "Reactor", dependencies: ["Platform"], swiftSettings: swiftSettings),
         .target(name: "BDev", dependencies: ["Platform", "Reactor"], swiftSettings: swiftSettings),
         .target(name: "Blobstore", dependencies: ["BDev", "Reactor", "Platform"], swiftSettings: swiftSettings),
+        .target(name: "BlobFS", dependencies: ["Blobstore", "BDev", "Reactor", "Platform"], swiftSettings: swiftSettings),
+        .target(name: "FUSEFrontend", dependencies: ["BlobFS", "Reactor", "Platform", "CFuse3"], swiftSettings: swiftSettings),
         .target(name: "ToolSupport", dependencies: [
             "BDev", "Blobstore", "Reactor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -1,0 +1,1 @@
+// FUSE front-end (libfuse3 low-level API) — see FUSESession.swift
