@@ -38,15 +38,15 @@ func formatTag(_ bytes: [UInt8]) -> String {
     if trimmed.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) {
         return "\"" + String(decoding: trimmed, as: UTF8.self) + "\""
     }
-    return bytes.map { hex2($0) }.joined(separator: " ")
+    return bytes.map { formatHexByte($0) }.joined(separator: " ")
 }
 
-func hex2(_ b: UInt8) -> String {
+func formatHexByte(_ b: UInt8) -> String {
     let s = String(b, radix: 16)
     return s.count == 1 ? "0" + s : s
 }
 
-func hex(_ v: some BinaryInteger, width: Int = 8) -> String {
+func formatHex(_ v: some BinaryInteger, width: Int = 8) -> String {
     let s = String(v, radix: 16, uppercase: true)
     return "0x" + String(repeating: "0", count: max(0, width - s.count)) + s
 }

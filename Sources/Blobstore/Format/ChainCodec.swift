@@ -139,7 +139,7 @@ public enum ChainCodec {
                     continue
                 case .flags(let f):
                     guard !f.hasUnknownInvalidBits else {
-                        throw .invalid("\(at()): unknown invalid flags \(hex(f.invalid & ~BlobFlags.knownInvalidMask, width: 16)) (invalid_flags \(hex(f.invalid, width: 16)))")
+                        throw .invalid("\(at()): unknown invalid flags \(formatHex(f.invalid & ~BlobFlags.knownInvalidMask, width: 16)) (invalid_flags \(formatHex(f.invalid, width: 16)))")
                     }
                     flags = f
                 case .xattr(let x, let isInternal):

@@ -54,7 +54,7 @@ public enum ExtentPageCodec {
             throw .invalid("extent page: EXTENT_PAGE length \(length) must be > 4 and a multiple of 4")
         }
         if checkNext && next != FormatConstants.noPage {
-            throw .invalid("extent page: next is \(next), must be \(hex(FormatConstants.noPage)) (none)")
+            throw .invalid("extent page: next is \(next), must be \(formatHex(FormatConstants.noPage)) (none)")
         }
         var clusters: [UInt32] = []
         clusters.reserveCapacity((Int(length) - 4) / 4)

@@ -36,7 +36,7 @@ public enum FormatError: Error, Equatable, CustomStringConvertible {
         case .badSignature:
             "bad blobstore signature (expected \"SPDKBLOB\")"
         case .badCRC(let what, let stored, let computed):
-            "\(what): CRC mismatch (stored \(hex(stored)), computed \(hex(computed)))"
+            "\(what): CRC mismatch (stored \(formatHex(stored)), computed \(formatHex(computed)))"
         case .bstypeMismatch(let expected, let found):
             "blobstore type mismatch: expected \(formatTag(expected)), found \(formatTag(found))"
         case .sizeExceedsDevice(let size, let device):
