@@ -1,6 +1,7 @@
 import Glibc
 import Platform
 import BDev
+import Reactor
 
 public struct BlobCreateOptions: Sendable {
     public var numClusters: UInt64 = 0

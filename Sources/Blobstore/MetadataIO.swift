@@ -1,6 +1,7 @@
 import Glibc
 import Platform
 import BDev
+import Reactor
 
 /// Metadata-page and super-block I/O for one store: page index ↔ device blocks, and
 /// batched reads that coalesce neighbouring pages into large sequential requests
@@ -107,18 +108,3 @@ func performAll(_ bdev: any BlockDevice, _ requests: [BDevRequest]) async -> [Re
     }
 }
 
-/// A reactor-confined async mutex: waiters queue in FIFO order. Used to serialise a blob's
-/// metadata persists and the store's super-block updates.
-final class AsyncLock {
-    private var held = false
-    private var waiters: [UnsafeContinuation<Void, Never>] = []
-    func lock() async {
-        if !held { held = true; return }
-        await withUnsafeContinuation { waiters.append($0) }
-    }
-    func unlock() {
-        precondition(held, "unlock of an AsyncLock that is not held")
-        if waiters.isEmpty { held = false } else { waiters.removeFirst().resume() }
-    }
-    var isHeld: Bool { held }
-}

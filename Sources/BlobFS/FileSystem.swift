@@ -1,0 +1,381 @@
+import Glibc
+import Platform
+import Reactor
+import BDev
+import Blobstore
+
+public struct MountOptions: Sendable {
+    public var readOnly = false
+    /// Seconds between background commits of changed metadata (+ flush); 0 disables.
+    public var commitInterval: Double = 5
+    public init() {}
+}
+
+/// What mounting found and did, for the mount tool's messages.
+public struct MountReport: Sendable {
+    public var storeWasClean = true
+    public var recovered = false
+    public var files = 0
+    public var directories = 0
+    public var spdkFiles = 0
+    public var warnings: [String] = []
+}
+
+/// BlobFS with a directory tree (docs/NAMESPACE.md): SPDK's flat list of files — one blob
+/// per file, named by xattrs — with hierarchical lookup built over it at mount.
+///
+/// Reactor-confined: every method runs on `reactor`. Synchronous methods answer from
+/// memory; async ones may wait for the blobstore. Namespace changes update the in-memory
+/// index first (so concurrent requests see them at once) and persist before replying.
+public final class FileSystem: FileSystemOperations, @unchecked Sendable {
+    public let store: Blobstore
+    public let reactor: Reactor
+    public let options: MountOptions
+    public private(set) var report = MountReport()
+
+    var inodes: [InodeNumber: Inode] = [:]
+    var root: Inode!
+    /// Next link version / inode generation (greater than any on disk).
+    var counter: UInt64 = 1
+    var handles: [UInt64: FileHandleState] = [:]
+    var nextHandle: UInt64 = 1
+    var commitTimer: Int?
+    var unmounting = false
+    let clusterSize: UInt64
+
+    static let rootName = Array("/.blobfs-root".utf8)
+    static let lostAndFound = Array("lost+found".utf8)
+    public static let nameMax = 255
+
+    struct FileHandleState {
+        var ino: InodeNumber
+        var isDirectory: Bool
+        var flags: Int32
+    }
+
+    private init(store: Blobstore, reactor: Reactor, options: MountOptions) {
+        self.store = store
+        self.reactor = reactor
+        self.options = options
+        clusterSize = UInt64(store.clusterSize)
+    }
+
+    // MARK: Mount
+
+    /// Load the blobstore on `bdev` and build the namespace. A dirty store is recovered
+    /// (the report says so); SPDK BlobFS volumes mount with their files in `/`.
+    public static func mount(bdev: any BlockDevice, reactor: Reactor, options: MountOptions = .init()) async throws(FSError) -> FileSystem {
+        reactor.preconditionOnReactor("FileSystem.mount")
+        var lo = BlobstoreLoadOptions()
+        lo.readOnly = options.readOnly
+        let store: Blobstore
+        do { store = try await Blobstore.load(bdev: bdev, reactor: reactor, options: lo) }
+        catch { throw FSError(error.errno.rawValue, error.message) }
+        let bst = store.superBlock.bstype
+        if bst != SuperBlock.bstypeBlobFS && bst != [UInt8](repeating: 0, count: 16) {
+            let t = String(decoding: bst.prefix { $0 != 0 }, as: UTF8.self)
+            throw FSError(EINVAL, "\(bdev.name) holds a blobstore of type \"\(t)\", not BLOBFS")
+        }
+        let fs = FileSystem(store: store, reactor: reactor, options: options)
+        fs.report.storeWasClean = store.loadReport.wasClean
+        fs.report.recovered = store.loadReport.recovered
+        fs.report.warnings = store.loadReport.warnings
+        do { try await fs.buildNamespace() }
+        catch let e as FSError { throw e }
+        catch let e as BlobstoreError { throw FSError(e.errno.rawValue, e.message) }
+        catch { throw FSError(EIO, "\(error)") }
+        fs.startCommitTimer()
+        return fs
+    }
+
+    /// Format `bdev` as an empty BlobFS volume (used for `--malloc`); the caller mounts it.
+    public static func format(bdev: any BlockDevice, reactor: Reactor, clusterSize: UInt32 = 16 << 10,
+                              mdPages: UInt32? = nil) async throws(FSError) {
+        var o = BlobstoreInitOptions()
+        o.clusterSize = clusterSize
+        o.bstype = SuperBlock.bstypeBlobFS
+        o.mdPageCount = mdPages ?? UInt32(min(UInt64(UInt32.max - 1), max(1024, bdev.byteCount / (64 << 10))))
+        do {
+            let s = try await Blobstore.initialize(bdev: bdev, reactor: reactor, options: o)
+            try await s.unload()
+        } catch { throw FSError(error.errno.rawValue, error.message) }
+    }
+
+    private func buildNamespace() async throws {
+        var records: [InodeNumber: Inode] = [:]
+        var intents: [(InodeNumber, ExchangeIntent)] = []
+        var toDelete: [BlobID] = []
+        var rootID = store.superBlobID
+        try await store.forEachBlobInfo({ info in
+            let x = Dictionary(info.metadata.xattrs.map { (String(decoding: $0.name, as: UTF8.self), $0.value) }, uniquingKeysWith: { a, _ in a })
+            if x[XattrName.spdkDeleted] != nil { toDelete.append(info.id); return }
+            let ino = info.id.rawValue
+            let length = x[XattrName.spdkLength].map(leU64) ?? 0
+            let capacity = info.numClusters * clusterSize
+            var node: Inode
+            if let raw = x[XattrName.inode], let attrs = InodeAttributes.decode(raw) {
+                let links = x[XattrName.links].flatMap(LinkCodec.decode) ?? []
+                node = Inode(ino: ino, blobID: info.id, attrs: attrs, size: min(length, capacity), links: links,
+                             legacySPDK: false, numClusters: info.numClusters)
+                node.symlinkTarget = x[XattrName.symlink]
+                if let i = x[XattrName.intent].flatMap(ExchangeIntent.decode) { intents.append((ino, i)) }
+                counter = max(counter, attrs.generation + 1, (links.map(\.version).max() ?? 0) + 1)
+            } else {
+                // A file written by SPDK BlobFS: `name` is "/" + file name (+ NUL).
+                guard var name = x[XattrName.spdkName] else {
+                    report.warnings.append("blob \(info.id) has neither BlobFS nor blobfs-fuse metadata; ignored")
+                    return
+                }
+                if name.last == 0 { name.removeLast() }
+                if name.first == UInt8(ascii: "/") { name.removeFirst() }
+                // A "/" inside an SPDK name (RocksDB-style path) cannot be a leaf name here.
+                name = name.map { $0 == UInt8(ascii: "/") ? UInt8(ascii: "_") : $0 }
+                if name.isEmpty { name = Array("blob-\(info.id)".utf8) }
+                let attrs = InodeAttributes(mode: UInt32(S_IFREG) | 0o644, uid: 0, gid: 0, rdev: 0,
+                                            atime: .zero, mtime: .zero, ctime: .zero, generation: 0)
+                node = Inode(ino: ino, blobID: info.id, attrs: attrs, size: min(length, capacity),
+                             links: [Link(parent: rootInodeNumber, name: name, version: 0)], legacySPDK: true,
+                             numClusters: info.numClusters)
+                report.spdkFiles += 1
+            }
+            node.xattrs = info.metadata.xattrs.filter { !XattrName.isInternal($0.name) }.map { ($0.name, $0.value) }
+            if case .rle(let c) = info.metadata.extents { node.allocatedClusters = UInt64(c.filter { $0 != 0 }.count) }
+            records[ino] = node
+        }, failed: { id, e in
+            self.report.warnings.append("blob \(id) cannot be read and is not shown: \(e.message)")
+        })
+
+        // The root directory is the super blob; create it on a volume that has none.
+        if let r = rootID, let node = records[r.rawValue], node.isDirectory, node.links.isEmpty {
+            records[r.rawValue] = nil
+            root = node.renumbered(rootInodeNumber)
+        } else {
+            rootID = nil
+            root = nil
+        }
+        if root == nil {
+            let now = Timestamp.now()
+            let attrs = InodeAttributes(mode: UInt32(S_IFDIR) | 0o755, uid: 0, gid: 0, rdev: 0,
+                                        atime: now, mtime: now, ctime: now, generation: 0)
+            if store.readOnly {
+                root = Inode(ino: rootInodeNumber, blobID: BlobID(rawValue: FormatConstants.noBlob), attrs: attrs, size: 0,
+                             links: [], legacySPDK: true, numClusters: 0)
+            } else {
+                let b = try await store.createBlob(.init(thinProvision: true))
+                root = Inode(ino: rootInodeNumber, blobID: b.id, attrs: attrs, size: 0, links: [], legacySPDK: false, numClusters: 0)
+                root.blob = b
+                try await persistLocked(root)
+                try await store.setSuperBlob(b.id)
+            }
+        }
+        inodes[rootInodeNumber] = root
+
+        // SPDK semantics: blobs marked is_deleted (unlinked while open) go at load.
+        if !store.readOnly { for id in toDelete { try? await store.deleteBlob(id) } }
+
+        // Roll forward RENAME_EXCHANGE intents, then give each contested name to its newest claim.
+        for (_, intent) in intents {
+            guard let other = records[intent.other] else { continue }
+            if let i = other.links.firstIndex(where: { $0.parent == intent.fromParent && $0.name == intent.fromName && $0.version < intent.to.version }) {
+                other.links[i] = intent.to
+                other.dirty = true
+            }
+        }
+        var claims: [InodeNumber: [[UInt8]: (Inode, UInt64)]] = [:]
+        for node in records.values.sorted(by: { $0.ino < $1.ino }) {
+            // One inode naming the same entry twice keeps the newest copy.
+            let unique = Dictionary(node.links.map { (u64LE($0.parent) + $0.name, $0) }, uniquingKeysWith: { $0.version > $1.version ? $0 : $1 })
+            if unique.count != node.links.count { node.links = unique.values.sorted { $0.version < $1.version }; node.dirty = true }
+            for l in node.links {
+                if let (holder, v) = claims[l.parent]?[l.name] {
+                    let (winner, loser) = l.version > v ? (node, holder) : (holder, node)
+                    loser.links.removeAll { $0.parent == l.parent && $0.name == l.name }
+                    loser.dirty = true
+                    claims[l.parent]![l.name] = (winner, max(v, l.version))
+                    report.warnings.append("name \(String(decoding: l.name, as: UTF8.self)) claimed by \(holder.ino) and \(node.ino): kept the newer (\(winner.ino))")
+                } else {
+                    claims[l.parent, default: [:]][l.name] = (node, l.version)
+                }
+            }
+        }
+        for node in records.values { inodes[node.ino] = node }
+        // Link every inode into its parents; parents that are missing or not directories
+        // drop the link. Then what is unreachable from the root (no links, or a cycle)
+        // goes to /lost+found.
+        for node in records.values.sorted(by: { $0.ino < $1.ino }) {
+            node.links.removeAll { l in
+                guard let p = inodes[l.parent], p.isDirectory, Self.validName(l.name) else {
+                    report.warnings.append("inode \(node.ino): parent \(l.parent) of name \(String(decoding: l.name, as: UTF8.self)) is missing or not a directory")
+                    node.dirty = true
+                    return true
+                }
+                return false
+            }
+            for l in node.links { insertEntry(parent: inodes[l.parent]!, name: l.name, child: node) }
+        }
+        var orphans: [Inode] = []
+        for node in records.values where !reachable(node) { orphans.append(node) }
+        for o in orphans.sorted(by: { $0.ino < $1.ino }) {
+            for l in o.links { if let p = inodes[l.parent]?.directory { p.remove(l.name); if o.isDirectory { p.subdirectories -= 1 } } }
+            o.links.removeAll()
+            try await reconnect(o)
+        }
+        report.files = records.values.filter { !$0.isDirectory }.count
+        report.directories = records.values.filter { $0.isDirectory }.count + 1
+        if !store.readOnly {
+            for node in records.values where node.dirty { try await persist(node) }
+            try await store.flush()
+        }
+    }
+
+    private func reachable(_ node: Inode) -> Bool {
+        var seen = Set<InodeNumber>()
+        var cur = node
+        while true {
+            guard let l = cur.links.first, let p = inodes[l.parent] else { return false }
+            if p.ino == rootInodeNumber { return true }
+            if !seen.insert(p.ino).inserted { return false }
+            cur = p
+        }
+    }
+
+    /// Give an unreachable inode a name in /lost+found ("#<ino>").
+    private func reconnect(_ node: Inode) async throws {
+        let lf: Inode
+        if let ino = root.directory!.lookup(Self.lostAndFound), let d = inodes[ino], d.isDirectory {
+            lf = d
+        } else {
+            lf = try await makeInode(parent: root, name: Self.lostAndFound, mode: UInt32(S_IFDIR) | 0o700, rdev: 0,
+                                     caller: .root, symlink: nil)
+        }
+        let name = Array("#\(node.ino)".utf8)
+        node.links = [Link(parent: lf.ino, name: name, version: nextVersion())]
+        insertEntry(parent: lf, name: name, child: node)
+        node.dirty = true
+        report.warnings.append("inode \(node.ino) was not reachable from / and is now /lost+found/#\(node.ino)")
+    }
+
+    func insertEntry(parent: Inode, name: [UInt8], child: Inode) {
+        precondition(parent.directory!.lookup(name) == nil, "directory entry inserted twice")
+        parent.directory!.insert(name, child.ino)
+        if child.isDirectory { parent.directory!.subdirectories += 1 }
+    }
+
+    func nextVersion() -> UInt64 { defer { counter += 1 }; return counter }
+
+    static func validName(_ n: [UInt8]) -> Bool {
+        !n.isEmpty && n.count <= nameMax && !n.contains(0) && !n.contains(UInt8(ascii: "/")) && n != [46] && n != [46, 46]
+    }
+
+    // MARK: Persisting inode metadata
+
+    /// Write the inode's metadata (FS xattrs + the blob) — one root-page commit. No flush.
+    func persist(_ node: Inode) async throws(FSError) {
+        await node.lock.lock()
+        defer { node.lock.unlock() }
+        try await persistLocked(node)
+    }
+
+    func persistLocked(_ node: Inode) async throws(FSError) {
+        guard !node.gone, node.blobID.rawValue != FormatConstants.noBlob else { return }
+        if store.readOnly { throw FSError(EROFS) }
+        do {
+            let blob = try await openBlob(node)
+            let first = node.links.first?.name ?? (node === root ? Array(Self.rootName.dropFirst()) : Array("orphan".utf8))
+            try blob.setXattr(XattrName.spdkName, [UInt8(ascii: "/")] + first + [0])
+            try blob.setXattr(XattrName.spdkLength, u64LE(node.size))
+            try blob.setXattr(XattrName.inode, node.attrs.encode())
+            if node !== root { try blob.setXattr(XattrName.links, LinkCodec.encode(node.links)) }
+            if let t = node.symlinkTarget { try blob.setXattr(XattrName.symlink, t) }
+            if node.links.isEmpty && node !== root { try blob.setXattr(XattrName.spdkDeleted, [1]) }
+            else { try blob.removeXattr(XattrName.spdkDeleted) }
+            node.legacySPDK = false
+            try await blob.persist()
+            node.dirty = false
+            node.numClusters = blob.numClusters
+            node.allocatedClusters = UInt64(blob.allocatedClusterCount)
+            try await closeBlobIfIdle(node)
+        } catch let e as FSError { throw e }
+        catch let e as BlobstoreError { throw mapError(e) }
+        catch { throw FSError(EIO, "\(error)") }
+    }
+
+    /// The inode's blob, opened on first use.
+    func openBlob(_ node: Inode) async throws(FSError) -> Blob {
+        if let b = node.blob { return b }
+        do {
+            let b = try await store.openBlob(node.blobID)
+            if let existing = node.blob { try await b.close(); return existing } // raced with another opener
+            node.blob = b
+            node.numClusters = b.numClusters
+            node.allocatedClusters = UInt64(b.allocatedClusterCount)
+            return b
+        } catch { throw mapError(error) }
+    }
+
+    /// Close the blob when nothing needs it open (no handles, nothing unpersisted).
+    func closeBlobIfIdle(_ node: Inode) async throws(FSError) {
+        guard node.openHandles == 0, !node.dirty, let b = node.blob, !b.isDirty else { return }
+        node.blob = nil
+        do { try await b.close() } catch { throw mapError(error) }
+    }
+
+    func mapError(_ e: BlobstoreError) -> FSError { FSError(e.errno.rawValue, e.message) }
+
+    // MARK: Commit timer and unmount
+
+    private func startCommitTimer() {
+        guard options.commitInterval > 0, !store.readOnly else { return }
+        commitTimer = reactor.schedule(afterNanoseconds: UInt64(options.commitInterval * 1e9)) { [weak self] in
+            guard let self, !self.unmounting else { return }
+            Task(executorPreference: self.reactor) {
+                try? await self.commitAll(flush: true)
+                if !self.unmounting { self.startCommitTimer() }
+            }
+        }
+    }
+
+    /// Persist every changed inode; with `flush`, make everything durable.
+    public func commitAll(flush: Bool) async throws(FSError) {
+        for node in inodes.values where node.dirty || (node.blob?.isDirty ?? false) {
+            try await persist(node)
+        }
+        if flush { do { try await store.flush() } catch { throw mapError(error) } }
+    }
+
+    /// Persist everything, close every blob (deleting unlinked ones) and unload the store
+    /// cleanly. After this the volume is clean on disk.
+    public func unmount() async throws(FSError) {
+        reactor.preconditionOnReactor("unmount")
+        unmounting = true
+        if let t = commitTimer { reactor.cancelTimer(t); commitTimer = nil }
+        if !store.readOnly {
+            for node in inodes.values where node.unlinked && !node.gone {
+                node.openHandles = 0
+                try await destroyUnlinked(node)
+            }
+            try await commitAll(flush: false)
+        }
+        handles.removeAll()
+        for node in inodes.values {
+            node.openHandles = 0
+            if let b = node.blob { node.blob = nil; do { try await b.close() } catch { throw mapError(error) } }
+        }
+        do { try await store.unload() } catch { throw mapError(error) }
+    }
+
+    /// Delete the blob of an unlinked inode once nothing uses it.
+    func destroyUnlinked(_ node: Inode) async throws(FSError) {
+        guard node.unlinked, !node.gone, node.openHandles == 0 else { return }
+        await node.lock.lock()
+        defer { node.lock.unlock() }
+        guard !node.gone else { return }
+        if let b = node.blob { node.blob = nil; do { try await b.close() } catch { throw mapError(error) } }
+        do { try await store.deleteBlob(node.blobID) } catch { throw mapError(error) }
+        node.gone = true
+        if node.lookups == 0 { inodes[node.ino] = nil }
+    }
+}
+
+func leU64(_ b: [UInt8]) -> UInt64 { b.prefix(8).enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * $1.offset) } }
+func u64LE(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
