@@ -55,13 +55,15 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Sources/Benchmarks", swiftSettings: swiftSettings),
 
-        .target(name: "TestSupport", path: "Sources/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["BDev", "Reactor"], path: "Sources/TestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "PlatformTests", dependencies: ["Platform"], swiftSettings: swiftSettings),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "Platform"], swiftSettings: swiftSettings),
         .testTarget(name: "BDevTests", dependencies: ["BDev", "Reactor", "Platform", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "BlobstoreFormatTests", dependencies: ["Blobstore", "Platform", "TestSupport"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "BlobstoreTests", dependencies: ["Blobstore", "BDev", "Reactor", "Platform", "TestSupport"],
+                    swiftSettings: swiftSettings),
+        .testTarget(name: "BlobFSTests", dependencies: ["BlobFS", "Blobstore", "BDev", "Reactor", "Platform", "TestSupport"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "ToolTests", dependencies: ["ToolSupport"], swiftSettings: swiftSettings),
     ]

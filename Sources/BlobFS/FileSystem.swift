@@ -182,6 +182,7 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
             }
         }
         var claims: [InodeNumber: [[UInt8]: (Inode, UInt64)]] = [:]
+        var replaced = Set<InodeNumber>()
         for node in records.values.sorted(by: { $0.ino < $1.ino }) {
             // One inode naming the same entry twice keeps the newest copy.
             let unique = Dictionary(node.links.map { (u64LE($0.parent) + $0.name, $0) }, uniquingKeysWith: { $0.version > $1.version ? $0 : $1 })
@@ -191,12 +192,19 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
                     let (winner, loser) = l.version > v ? (node, holder) : (holder, node)
                     loser.links.removeAll { $0.parent == l.parent && $0.name == l.name }
                     loser.dirty = true
+                    // The loser was the target a rename replaced: with no name left it is
+                    // deleted, as the rename would have done.
+                    if loser.links.isEmpty { replaced.insert(loser.ino) }
                     claims[l.parent]![l.name] = (winner, max(v, l.version))
                     report.warnings.append("name \(String(decoding: l.name, as: UTF8.self)) claimed by \(holder.ino) and \(node.ino): kept the newer (\(winner.ino))")
                 } else {
                     claims[l.parent, default: [:]][l.name] = (node, l.version)
                 }
             }
+        }
+        for ino in replaced {
+            guard let node = records.removeValue(forKey: ino) else { continue }
+            if !store.readOnly { try await store.deleteBlob(node.blobID) }
         }
         for node in records.values { inodes[node.ino] = node }
         // Link every inode into its parents; parents that are missing or not directories

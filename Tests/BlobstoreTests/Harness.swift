@@ -40,40 +40,6 @@ final class StoreHarness: @unchecked Sendable {
     }
 }
 
-/// A device wrapper for crash tests: counts writes; from `freezeAfter` writes on, writes
-/// (and write-zeroes/unmaps) complete successfully but are not applied — the device
-/// content is frozen as at a power cut.
-final class FreezingBDev: BlockDevice, @unchecked Sendable {
-    let inner: any BlockDevice
-    var writes = 0
-    var freezeAfter = Int.max
-    init(_ inner: any BlockDevice) { self.inner = inner }
-    var name: String { inner.name }
-    var kind: String { inner.kind }
-    var blockSize: Int { inner.blockSize }
-    var physicalBlockSize: Int { inner.physicalBlockSize }
-    var blockCount: UInt64 { inner.blockCount }
-    var bufferAlignment: Int { inner.bufferAlignment }
-    var ioMode: String { inner.ioMode }
-    /// Writes not applied since the cut.
-    var dropped = 0
-    var frozen: Bool { writes >= freezeAfter }
-    func submit(_ request: BDevRequest, completion: @escaping BDevCompletion) {
-        switch request {
-        case .read, .flush:
-            inner.submit(request, completion: completion)
-        case .write, .writeZeroes, .unmap:
-            if frozen { dropped += 1; inner.submit(.flush, completion: completion); return }
-            writes += 1
-            inner.submit(request, completion: completion)
-        }
-    }
-    func poll() -> Int { inner.poll() }
-    var wakeupFD: Int32? { inner.wakeupFD }
-    var hasOutstandingWork: Bool { inner.hasOutstandingWork }
-    func close() {}
-}
-
 extension Array where Element == UInt8 {
     func chunk(_ offset: Int, _ count: Int) -> [UInt8] { Array(self[offset..<offset + count]) }
 }
