@@ -16,6 +16,7 @@ let package = Package(
     name: "blobfs-fuse",
     platforms: [.macOS(.v15)],
     products: [
+        .executable(name: "blobfs-fuse", targets: ["BlobFSFuse"]),
         .executable(name: "mkfs.blobfs", targets: ["MkfsBlobFS"]),
         .executable(name: "blobfs-bench", targets: ["BlobFSBench"]),
         .library(name: "Blobstore", targets: ["Blobstore"]),
@@ -46,6 +47,10 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
 
+        .executableTarget(name: "BlobFSFuse", dependencies: [
+            "ToolSupport", "BlobFS", "FUSEFrontend", "Blobstore", "BDev", "Reactor", "Platform",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: swiftSettings),
         .executableTarget(name: "MkfsBlobFS", dependencies: [
             "ToolSupport", "Blobstore", "BDev", "Reactor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

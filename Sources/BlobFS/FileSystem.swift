@@ -115,7 +115,10 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
             var node: Inode
             if let raw = x[XattrName.inode], let attrs = InodeAttributes.decode(raw) {
                 let links = x[XattrName.links].flatMap(LinkCodec.decode) ?? []
-                node = Inode(ino: ino, blobID: info.id, attrs: attrs, size: min(length, capacity), links: links,
+                // A regular file's length is bounded by its allocation (spec §9.4); a
+                // symlink's is its target's, with no clusters.
+                let isRegular = attrs.mode & UInt32(S_IFMT) == UInt32(S_IFREG)
+                node = Inode(ino: ino, blobID: info.id, attrs: attrs, size: isRegular ? min(length, capacity) : length, links: links,
                              legacySPDK: false, numClusters: info.numClusters)
                 node.symlinkTarget = x[XattrName.symlink]
                 if let i = x[XattrName.intent].flatMap(ExchangeIntent.decode) { intents.append((ino, i)) }

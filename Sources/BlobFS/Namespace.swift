@@ -81,7 +81,7 @@ extension FileSystem {
         let link = Link(parent: parent.ino, name: name, version: nextVersion())
         var x: [Xattr] = [
             Xattr(name: XattrName.spdkName, value: [UInt8(ascii: "/")] + name + [0]),
-            Xattr(name: XattrName.spdkLength, value: u64LE(0)),
+            Xattr(name: XattrName.spdkLength, value: u64LE(UInt64(symlink?.count ?? 0))),
             Xattr(name: XattrName.inode, value: attrs.encode()),
             Xattr(name: XattrName.links, value: LinkCodec.encode([link])),
         ]
@@ -97,7 +97,8 @@ extension FileSystem {
             throw mapError(error)
         }
         dir.remove(name)
-        let node = Inode(ino: blob.id.rawValue, blobID: blob.id, attrs: attrs, size: 0, links: [link], legacySPDK: false, numClusters: 0)
+        let node = Inode(ino: blob.id.rawValue, blobID: blob.id, attrs: attrs, size: UInt64(symlink?.count ?? 0), links: [link],
+                         legacySPDK: false, numClusters: 0)
         node.symlinkTarget = symlink
         node.allocatedClusters = 0
         inodes[node.ino] = node
@@ -137,7 +138,6 @@ extension FileSystem {
         guard target.count <= Self.maxSymlinkTarget else { throw FSError(ENAMETOOLONG, "symlink target longer than \(Self.maxSymlinkTarget) bytes") }
         let n = try await makeInode(parent: try directory(parent), name: name, mode: UInt32(S_IFLNK) | 0o777, rdev: 0,
                                     caller: caller, symlink: target)
-        n.size = UInt64(target.count)
         n.lookups += 1
         return attributes(n)
     }

@@ -1,0 +1,296 @@
+import Glibc
+import ArgumentParser
+import Platform
+import Reactor
+import BDev
+import Blobstore
+import BlobFS
+import FUSEFrontend
+import ToolSupport
+
+struct BlobFSFuse: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "blobfs-fuse",
+        abstract: "Mount a BlobFS volume (an SPDK-compatible blobstore) with FUSE.",
+        usage: """
+        blobfs-fuse [options] DEVICE|IMAGE MOUNTPOINT
+        blobfs-fuse [options] --malloc SIZE MOUNTPOINT
+        blobfs-fuse [options] -c CONFIG.json -b BDEV MOUNTPOINT
+        """,
+        discussion: """
+        Serves the volume until it is unmounted (fusermount3 -u MOUNTPOINT, umount) or the \
+        daemon gets SIGINT, SIGTERM or SIGHUP; then everything is written, flushed and the \
+        blobstore unloaded cleanly. Without -f the command returns once the volume is mounted \
+        and the daemon keeps running in the background.
+
+        A volume that was not unmounted cleanly is recovered at mount (with a warning). \
+        Volumes written by SPDK BlobFS mount with their files in /.
+
+        --malloc SIZE formats a fresh in-memory volume (contents vanish at unmount).
+
+        MOUNT OPTIONS (-o, comma separated): ro, rw, allow_other, default_permissions (on \
+        by default; nodefault_permissions turns it off), fsname=NAME, commit=SECONDS \
+        (background commit interval, default 5, 0 = off). mount(8) options such as \
+        defaults, auto, noauto, user, nouser, dev, suid, exec, _netdev, nofail and x-* are \
+        accepted and ignored; anything else is passed to FUSE.
+
+        DURABILITY: fsync and fsyncdir make data and names durable; see docs/DURABILITY.md.
+
+        EXIT STATUS: 0 after a clean unmount; 1 if the volume cannot be mounted or was not \
+        unloaded cleanly; 64 on a usage error.
+
+        EXAMPLES:
+          blobfs-fuse volume.img /mnt/blobfs
+          blobfs-fuse -f --malloc 1G /tmp/demo
+          mount -t blobfs volume.img /mnt/blobfs      (with mount-helper/ installed)
+        """)
+
+    @Argument(help: ArgumentHelp("DEVICE or IMAGE, then MOUNTPOINT (only MOUNTPOINT with --malloc or -c/-b).", valueName: "DEVICE|IMAGE MOUNTPOINT"))
+    var positional: [String] = []
+
+    @Flag(name: [.short, .long], help: "Stay in the foreground (log to stderr).")
+    var foreground = false
+
+    @Option(name: .customShort("o"), parsing: .singleValue, help: ArgumentHelp("Mount options (see below); may be repeated.", valueName: "OPTIONS"))
+    var mountOptions: [String] = []
+
+    @Flag(name: [.short, .customLong("read-only")], help: "Mount read-only (same as -o ro).")
+    var readOnly = false
+
+    @Option(name: .customLong("malloc"), help: ArgumentHelp("Format and mount a fresh RAM volume of SIZE.", valueName: "SIZE"))
+    var malloc: String?
+
+    @Option(name: [.customShort("c"), .long], help: ArgumentHelp("SPDK-style JSON bdev configuration.", valueName: "FILE"))
+    var config: String?
+
+    @Option(name: [.customShort("b"), .customLong("bdev")], help: ArgumentHelp("Name of the bdev in --config.", valueName: "NAME"))
+    var bdev: String?
+
+    @Option(name: [.customShort("B"), .customLong("block-size")], help: ArgumentHelp("Logical block size for an image file (default: the volume's).", valueName: "BYTES"))
+    var blockSize: Int?
+
+    func run() throws {
+        let (deviceArg, mountpoint) = try splitPositional()
+        var opts = try parseMountOptions()
+        if readOnly { opts.readOnly = true }
+        let selection: DeviceSelection
+        do { selection = try DeviceSelection.from(path: deviceArg, malloc: malloc, config: config, bdev: bdev) }
+        catch { throw ValidationError(error.message) }
+        var st = stat()
+        guard stat(mountpoint, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
+            printError("blobfs-fuse: mount point \(mountpoint) is not a directory")
+            throw ExitCode(1)
+        }
+        if isMounted(mountpoint) {
+            printError("blobfs-fuse: \(mountpoint) is already a mount point")
+            throw ExitCode(1)
+        }
+        let code = Daemon.serve(foreground: foreground) { report throws(ToolError) in
+            try serve(selection: selection, mountpoint: absolute(mountpoint), options: opts, report: report)
+        }
+        throw ExitCode(code)
+    }
+
+    private func splitPositional() throws -> (String?, String) {
+        let needsDevice = malloc == nil && config == nil
+        switch (positional.count, needsDevice) {
+        case (2, true): return (positional[0], positional[1])
+        case (1, false): return (nil, positional[0])
+        case (_, true): throw ValidationError("expected DEVICE|IMAGE and MOUNTPOINT")
+        default: throw ValidationError("expected only MOUNTPOINT with --malloc or -c/-b")
+        }
+    }
+
+    struct Options {
+        var readOnly = false
+        var allowOther = false
+        var defaultPermissions = true
+        var fsname: String?
+        var commit: Double = 5
+        var extra: [String] = []
+    }
+
+    private func parseMountOptions() throws -> Options {
+        var o = Options()
+        let ignored: Set<String> = ["defaults", "auto", "noauto", "user", "nouser", "users", "owner", "dev", "nodev",
+                                    "suid", "nosuid", "exec", "noexec", "_netdev", "nofail", "async", "atime", "noatime",
+                                    "relatime", "norelatime", "strictatime", "diratime", "nodiratime"]
+        for item in mountOptions.flatMap({ $0.split(separator: ",").map(String.init) }) where !item.isEmpty {
+            let kv = item.split(separator: "=", maxSplits: 1).map(String.init)
+            switch kv[0] {
+            case "ro": o.readOnly = true
+            case "rw": o.readOnly = false
+            case "allow_other": o.allowOther = true
+            case "default_permissions": o.defaultPermissions = true
+            case "nodefault_permissions": o.defaultPermissions = false
+            case "fsname" where kv.count == 2: o.fsname = kv[1]
+            case "subtype": break
+            case "commit":
+                guard kv.count == 2, let v = Double(kv[1]), v >= 0 else { throw ValidationError("-o commit=SECONDS needs a number ≥ 0") }
+                o.commit = v
+            default:
+                if ignored.contains(kv[0]) || kv[0].hasPrefix("x-") { continue }
+                o.extra.append(item)
+            }
+        }
+        return o
+    }
+
+    private func absolute(_ p: String) -> String {
+        if p.hasPrefix("/") { return p }
+        var buf = [CChar](repeating: 0, count: Int(PATH_MAX))
+        return getcwd(&buf, buf.count) != nil ? String(cString: buf) + "/" + p : p
+    }
+
+    /// Mount, serve until unmounted or signalled, unmount cleanly. Runs in the daemon.
+    private func serve(selection: DeviceSelection, mountpoint: String, options o: Options,
+                       report: (Result<String, ToolError>) -> Void) throws(ToolError) {
+        let rt = try ToolRuntime(selection, blockSize: blockSize)
+        var cleanExit = false
+        defer { rt.shutdown() }
+        let reactor = rt.reactor, dev = rt.device
+        var mo = MountOptions()
+        mo.readOnly = o.readOnly
+        mo.commitInterval = o.commit
+        let mountOptions = mo
+        let fs: FileSystem
+        do {
+            fs = try rt.run {
+                if case .malloc = selection { try await FileSystem.format(bdev: dev, reactor: reactor) }
+                return try await FileSystem.mount(bdev: dev, reactor: reactor, options: mountOptions)
+            }
+        } catch {
+            throw ToolError("cannot mount \(selection): \(error)")
+        }
+        var notes: [String] = []
+        if fs.report.recovered {
+            notes.append("warning: \(selection) was not unmounted cleanly; recovered its allocation state from metadata")
+        }
+        notes += fs.report.warnings.map { "warning: \($0)" }
+
+        var fo = FUSEMountOptions()
+        switch selection {
+        case .path(let p): fo.fsname = o.fsname ?? p
+        case .malloc: fo.fsname = o.fsname ?? "blobfs-malloc"
+        case .config(_, let b): fo.fsname = o.fsname ?? "bdev:\(b)"
+        }
+        fo.readOnly = o.readOnly
+        fo.allowOther = o.allowOther
+        fo.defaultPermissions = o.defaultPermissions
+        fo.extra = o.extra
+        let session: FUSESession
+        do { session = try FUSESession(fs: fs, reactor: reactor, mountpoint: mountpoint, options: fo) }
+        catch {
+            _ = try? rt.run { try await fs.unmount() }
+            throw ToolError("cannot mount FUSE at \(mountpoint): \(error)")
+        }
+        // The kernel side ending (fusermount3 -u, umount) wakes the signal waiter.
+        let mainThread = pthread_self()
+        session.onExit = { pthread_kill(mainThread, SIGUSR1) }
+        report(.success(notes.joined(separator: "\n")))
+
+        Signals.waitForTermination()
+        do {
+            try rt.run {
+                await session.shutdown()
+                try await fs.unmount()
+            }
+            cleanExit = true
+        } catch {
+            printError("blobfs-fuse: unmounting \(mountpoint): \(error)")
+        }
+        if !cleanExit { throw ToolError("the volume was not unloaded cleanly; the next mount will recover it") }
+    }
+}
+
+/// SIGINT, SIGTERM, SIGHUP (and SIGUSR1, our own wake-up) are blocked in every thread and
+/// taken synchronously by the main thread, so handlers never run on the reactor.
+enum Signals {
+    static var set: sigset_t {
+        var s = sigset_t()
+        sigemptyset(&s)
+        for sig in [SIGINT, SIGTERM, SIGHUP, SIGUSR1] { sigaddset(&s, sig) }
+        return s
+    }
+    /// Call before any thread is created.
+    static func block() {
+        var s = set
+        pthread_sigmask(SIG_BLOCK, &s, nil)
+    }
+    static func waitForTermination() {
+        var s = set
+        var sig: Int32 = 0
+        sigwait(&s, &sig)
+    }
+}
+
+/// Background operation without -f: fork before any thread exists; the parent waits on a
+/// pipe for the child to report the mount (or its error) and exits with that status.
+enum Daemon {
+    static func serve(foreground: Bool, _ body: ((Result<String, ToolError>) -> Void) throws(ToolError) -> Void) -> Int32 {
+        Signals.block()
+        if foreground {
+            do {
+                try body { r in if case .success(let notes) = r, !notes.isEmpty { printError(notes) } }
+                return 0
+            } catch {
+                printError("blobfs-fuse: \(error.message)")
+                return error.exitCode
+            }
+        }
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { printError("blobfs-fuse: pipe: \(String(cString: strerror(errno)))"); return 1 }
+        let pid = fork()
+        if pid < 0 { printError("blobfs-fuse: fork: \(String(cString: strerror(errno)))"); return 1 }
+        if pid > 0 {
+            close(fds[1])
+            var msg: [UInt8] = []
+            var buf = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let n = read(fds[0], &buf, buf.count)
+                if n <= 0 { break }
+                msg += buf[0..<n]
+            }
+            let text = String(decoding: msg, as: UTF8.self)
+            if text.hasPrefix("OK") {
+                let notes = text.dropFirst(2).trimmingCharacters()
+                if !notes.isEmpty { printError(notes) }
+                return 0
+            }
+            printError(text.isEmpty ? "blobfs-fuse: the daemon exited before mounting" : text)
+            return 1
+        }
+        // Child: own session, no terminal; stderr stays open until the mount is reported.
+        close(fds[0])
+        setsid()
+        let null = open("/dev/null", O_RDWR)
+        dup2(null, 0); dup2(null, 1)
+        var reported = false
+        func send(_ s: String) {
+            _ = s.withCString { write(fds[1], $0, strlen($0)) }
+            close(fds[1])
+            reported = true
+            dup2(null, 2)
+        }
+        do {
+            try body { r in
+                switch r {
+                case .success(let notes): send("OK" + notes)
+                case .failure(let e): send("blobfs-fuse: \(e.message)")
+                }
+            }
+            return 0
+        } catch {
+            if !reported { send("blobfs-fuse: \(error.message)") }
+            return error.exitCode
+        }
+    }
+}
+
+extension Substring {
+    func trimmingCharacters() -> String {
+        String(drop { $0 == "\n" || $0 == " " }.reversed().drop { $0 == "\n" || $0 == " " }.reversed())
+    }
+}
+
+BlobFSFuse.main()
