@@ -1,1 +1,0 @@
-// FUSE front-end (libfuse3 low-level API) — see FUSESession.swift
