@@ -52,7 +52,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "MkfsBlobFS", dependencies: [
-            "ToolSupport", "Blobstore", "BDev", "Reactor",
+            "ToolSupport", "Blobstore", "BDev", "Reactor", "BlobFS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "BlobFSBench", dependencies: [
@@ -70,6 +70,7 @@ let package = Package(
                     swiftSettings: swiftSettings),
         .testTarget(name: "BlobFSTests", dependencies: ["BlobFS", "Blobstore", "BDev", "Reactor", "Platform", "TestSupport"],
                     swiftSettings: swiftSettings),
+        .testTarget(name: "IntegrationTests", dependencies: ["TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "ToolTests", dependencies: ["ToolSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "FUSEFrontendTests", dependencies: ["FUSEFrontend", "BlobFS", "Reactor", "Platform", "TestSupport"],
                     swiftSettings: swiftSettings),

@@ -94,7 +94,7 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
         var o = BlobstoreInitOptions()
         o.clusterSize = clusterSize
         o.bstype = SuperBlock.bstypeBlobFS
-        o.mdPageCount = mdPages ?? UInt32(min(UInt64(UInt32.max - 1), max(1024, bdev.byteCount / (64 << 10))))
+        o.mdPageCount = mdPages ?? defaultMetadataPages(deviceBytes: bdev.byteCount)
         do {
             let s = try await Blobstore.initialize(bdev: bdev, reactor: reactor, options: o)
             try await s.unload()
@@ -164,7 +164,7 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
                 root = Inode(ino: rootInodeNumber, blobID: BlobID(rawValue: FormatConstants.noBlob), attrs: attrs, size: 0,
                              links: [], legacySPDK: true, numClusters: 0)
             } else {
-                let b = try await store.createBlob(.init(thinProvision: true))
+                let b = try await store.createBlob(.init(thinProvision: true, useExtentTable: false))
                 root = Inode(ino: rootInodeNumber, blobID: b.id, attrs: attrs, size: 0, links: [], legacySPDK: false, numClusters: 0)
                 root.blob = b
                 try await persistLocked(root)
@@ -386,6 +386,13 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
         node.gone = true
         if node.lookups == 0 { inodes[node.ino] = nil }
     }
+}
+
+/// mkfs.blobfs's rule: one 4 KiB metadata page per 32 KiB of device (12.5%), at least 1024.
+/// Every inode costs one page (its root page, which also holds the extents of a file that
+/// is not badly fragmented), so this allows one file or directory per 32 KiB of capacity.
+public func defaultMetadataPages(deviceBytes: UInt64) -> UInt32 {
+    UInt32(min(UInt64(UInt32.max - 1), max(1024, deviceBytes / (32 << 10))))
 }
 
 func leU64(_ b: [UInt8]) -> UInt64 { b.prefix(8).enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * $1.offset) } }

@@ -91,7 +91,7 @@ extension FileSystem {
         dir.insert(name, 0)
         let blob: Blob
         do {
-            blob = try await store.createBlob(.init(thinProvision: true, xattrs: x))
+            blob = try await store.createBlob(.init(thinProvision: true, useExtentTable: false, xattrs: x))
         } catch {
             dir.remove(name)
             throw mapError(error)

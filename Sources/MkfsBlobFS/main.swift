@@ -4,13 +4,11 @@ import Platform
 import BDev
 import Blobstore
 import ToolSupport
+import BlobFS
 
-/// Default geometry (see docs/FORMAT-CHOICES in docs/ARCHITECTURE.md "mkfs defaults"):
-/// 16 KiB clusters so a small file costs 16 KiB, not SPDK's 1 MiB; one metadata page per
-/// 64 KiB of capacity (at least 1024) instead of one per cluster.
+/// Default geometry (docs/ARCHITECTURE.md, "mkfs defaults"): 16 KiB clusters so a small
+/// file costs 16 KiB, not SPDK's 1 MiB; metadata pages per BlobFS.defaultMetadataPages.
 let defaultClusterSize: UInt64 = 16 * 1024
-let bytesPerMetadataPage: UInt64 = 64 * 1024
-let minimumMetadataPages: UInt64 = 1024
 
 struct Mkfs: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -22,11 +20,11 @@ struct Mkfs: ParsableCommand {
         before mkfs.blobfs exits.
 
         Geometry defaults: 16 KiB clusters (the allocation unit: a 1-byte file uses one \
-        cluster), and one 4 KiB metadata page per 64 KiB of device (at least 1024). A file \
-        with data needs two metadata pages (its root page and one extent page per 8 MiB with \
-        16 KiB clusters), so the default allows about one such file per 128 KiB of capacity. \
-        Use --md-pages for many small files, --spdk-defaults for SPDK's own layout (1 MiB \
-        clusters, one metadata page per cluster).
+        cluster), and one 4 KiB metadata page per 32 KiB of device (at least 1024), i.e. \
+        12.5% of the device. Every file or directory needs one metadata page (its extents \
+        live in it unless it is badly fragmented), so the default allows one inode per \
+        32 KiB of capacity. Use --md-pages to change that, --spdk-defaults for SPDK's own \
+        layout (1 MiB clusters, one metadata page per cluster).
 
         mkfs.blobfs refuses to overwrite an existing blobstore, a known filesystem or \
         partition table, or a block device in use, unless -f is given.
@@ -48,7 +46,7 @@ struct Mkfs: ParsableCommand {
     @Option(name: [.customShort("C"), .long], help: ArgumentHelp("Cluster size (a multiple of 4 KiB; default 16K).", valueName: "SIZE"))
     var clusterSize: String?
 
-    @Option(name: [.customShort("N"), .customLong("md-pages")], help: ArgumentHelp("Number of metadata pages (default: one per 64 KiB, at least 1024).", valueName: "COUNT"))
+    @Option(name: [.customShort("N"), .customLong("md-pages")], help: ArgumentHelp("Number of metadata pages = most files and directories (default: one per 32 KiB, at least 1024).", valueName: "COUNT"))
     var mdPages: UInt32?
 
     @Flag(name: .long, help: "Use SPDK's defaults: 1 MiB clusters and one metadata page per cluster.")
@@ -127,8 +125,7 @@ struct Mkfs: ParsableCommand {
         if let n = mdPages {
             opts.mdPageCount = n
         } else if !spdkDefaults {
-            let pages = max(minimumMetadataPages, dev.byteCount / bytesPerMetadataPage)
-            opts.mdPageCount = UInt32(min(pages, UInt64(UInt32.max - 1)))
+            opts.mdPageCount = defaultMetadataPages(deviceBytes: dev.byteCount)
         }
         let showProgress = !quiet && stderrIsTTY && dev.byteCount >= 1 << 30
         if showProgress {
