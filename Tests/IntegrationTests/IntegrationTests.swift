@@ -269,3 +269,56 @@ import TestSupport
         #expect(help.status == 0 && help.output.contains("EXIT STATUS"))
     }
 }
+
+/// mount(8) and fstab through mount-helper/mount.blobfs.
+@Suite(.serialized, .timeLimit(.minutes(2))) struct MountHelperTests {
+    static let helper = Fixtures.repoRoot.appendingPathComponent("mount-helper/mount.blobfs").path
+
+    @Test func helperMountsAndUnmounts() throws {
+        let dir = try TemporaryDirectory(prefix: "blobfs-helper")
+        let img = try makeImage(dir, size: "64M")
+        let mp = dir.path + "/mnt"
+        try FileManager.default.createDirectory(atPath: mp, withIntermediateDirectories: true)
+        defer { if mounted(mp) { _ = try? run(["fusermount3", "-u", mp]) } }
+        let r = try run([Self.helper, img, mp, "-o", "rw,noatime,x-systemd.automount"], env: ["BLOBFS_FUSE": Tools.blobfsFuse])
+        #expect(r.status == 0, "\(r.output)")
+        #expect(mounted(mp))
+        #expect(try sh("echo via-helper > \(mp)/f && cat \(mp)/f").output == "via-helper\n")
+        #expect(try run(["umount", mp]).status == 0)
+        usleep(200_000)
+        #expect(!mounted(mp))
+        let fake = try run([Self.helper, img, mp, "-f"], env: ["BLOBFS_FUSE": Tools.blobfsFuse])
+        #expect(fake.status == 0 && !mounted(mp))
+    }
+
+    /// `mount -t blobfs` and an fstab line (an alternative fstab via mount -T), with the
+    /// helper linked into /sbin for the test when this runs as root and none is installed.
+    @Test func mountTypeAndFstab() throws {
+        guard geteuid() == 0 else { return }
+        let link = "/sbin/mount.blobfs"
+        var made = false
+        if !FileManager.default.fileExists(atPath: link) {
+            try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: Self.helper)
+            made = true
+        }
+        defer { if made { unlink(link) } }
+        let dir = try TemporaryDirectory(prefix: "blobfs-mount8")
+        let img = try makeImage(dir, size: "64M")
+        let mp = dir.path + "/mnt"
+        try FileManager.default.createDirectory(atPath: mp, withIntermediateDirectories: true)
+        defer { if mounted(mp) { _ = try? run(["fusermount3", "-u", mp]) } }
+        let env = ["BLOBFS_FUSE": Tools.blobfsFuse]
+        let r = try run(["mount", "-t", "blobfs", img, mp], env: env)
+        #expect(r.status == 0, "\(r.output)")
+        #expect(try sh("grep ' \(mp) ' /proc/mounts").output.contains("fuse.blobfs"))
+        #expect(try run(["umount", mp]).status == 0)
+        usleep(200_000)
+        let fstab = dir.path + "/fstab"
+        try "\(img) \(mp) blobfs defaults,allow_other 0 0\n".write(toFile: fstab, atomically: true, encoding: .utf8)
+        let f = try run(["mount", "-T", fstab, mp], env: env)
+        #expect(f.status == 0, "\(f.output)")
+        #expect(mounted(mp))
+        #expect(try sh("grep ' \(mp) ' /proc/mounts").output.contains("allow_other"))
+        #expect(try run(["umount", mp]).status == 0)
+    }
+}
