@@ -147,19 +147,27 @@ extension Blob {
             rmw.append((b, start, Int(dev - start), src))
         }
         if !rmw.isEmpty {
-            // Read only the partial first/last blocks of each bounce range.
+            // Read only the partial first/last blocks of each bounce range, each into its
+            // own buffer (a block inside the bounce buffer need not meet the device's
+            // memory alignment, e.g. 512-byte blocks under O_DIRECT's 4 KiB).
             var reads: [BDevRequest] = []
+            var edges: [(AlignedBuffer, into: AlignedBuffer, at: Int)] = []
             for (b, devStart, skip, src) in rmw {
                 let total = b.count
                 if skip != 0 || src.count < Int(bs) {
-                    reads.append(.read(offsetBlocks: devStart / bs, buffers: [b.slice(0, Int(bs))]))
+                    let e = store.bdev.allocateBuffer(byteCount: Int(bs))
+                    reads.append(.read(offsetBlocks: devStart / bs, buffers: [e.bytes]))
+                    edges.append((e, b, 0))
                 }
                 let tailEnd = skip + src.count
                 if tailEnd % Int(bs) != 0 && total > Int(bs) {
-                    reads.append(.read(offsetBlocks: (devStart + UInt64(total) - bs) / bs, buffers: [b.slice(total - Int(bs), Int(bs))]))
+                    let e = store.bdev.allocateBuffer(byteCount: Int(bs))
+                    reads.append(.read(offsetBlocks: (devStart + UInt64(total) - bs) / bs, buffers: [e.bytes]))
+                    edges.append((e, b, total - Int(bs)))
                 }
             }
             for r in await performAll(store.bdev, reads) { if case .failure(let e) = r { throw BlobstoreError(e) } }
+            for (e, b, at) in edges { b.slice(at, e.count).copyMemory(from: UnsafeRawBufferPointer(e.bytes)) }
             for (b, devStart, skip, src) in rmw {
                 UnsafeMutableRawBufferPointer(rebasing: b.bytes[skip..<skip + src.count]).copyMemory(from: src)
                 requests.append(.write(offsetBlocks: devStart / bs, buffers: [b.bytes]))

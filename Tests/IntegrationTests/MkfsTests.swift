@@ -1,0 +1,69 @@
+import Foundation
+import Glibc
+import Testing
+import TestSupport
+
+@Suite(.serialized, .timeLimit(.minutes(2))) struct MkfsTests {
+    @Test func createsRefusesAndForces() throws {
+        let dir = try TemporaryDirectory(prefix: "blobfs-mkfs")
+        let img = dir.path + "/v.img"
+        let missing = try run([Tools.mkfs, img])
+        #expect(missing.status == 1 && missing.output.contains("does not exist"), "\(missing.output)")
+        let ok = try run([Tools.mkfs, "-s", "64M", img])
+        #expect(ok.status == 0 && ok.output.contains("cluster size:      16 KiB") && ok.output.contains("metadata pages:    2048"), "\(ok.output)")
+        let again = try run([Tools.mkfs, img])
+        #expect(again.status == 1 && again.output.contains("contains a blobstore (type BLOBFS, clean); use -f"), "\(again.output)")
+        #expect(try run([Tools.mkfs, "-f", "-q", "-C", "64K", img]).status == 0)
+        let usage = try run([Tools.mkfs, "-C", "5000", img])
+        #expect(usage.status == 64 && usage.output.contains("multiple of 4 KiB"), "\(usage.output)")
+        let small = try run([Tools.mkfs, "-s", "16K", dir.path + "/small.img"])
+        #expect(small.status == 1 && small.output.contains("cannot"), "\(small.output)")
+        let help = try run([Tools.mkfs, "--help"])
+        #expect(help.status == 0 && help.output.contains("EXIT STATUS"))
+    }
+
+    @Test func refusesOtherFilesystemsUnlessForced() throws {
+        let dir = try TemporaryDirectory(prefix: "blobfs-mkfs-ext4")
+        let img = dir.path + "/ext4.img"
+        #expect(try run(["truncate", "-s", "32M", img]).status == 0)
+        #expect(try run(["mkfs.ext4", "-q", "-F", img]).status == 0)
+        let r = try run([Tools.mkfs, img])
+        #expect(r.status == 1 && r.output.contains("ext2/3/4 filesystem"), "\(r.output)")
+        #expect(try run([Tools.mkfs, "-f", "-q", img]).status == 0)
+    }
+
+    @Test func jsonConfigAndSPDKDefaults() throws {
+        let dir = try TemporaryDirectory(prefix: "blobfs-mkfs-json")
+        let img = dir.path + "/aio.img"
+        #expect(try run(["truncate", "-s", "64M", img]).status == 0)
+        let cfg = dir.path + "/bdev.json"
+        try """
+        {"subsystems":[{"subsystem":"bdev","config":[{"method":"bdev_aio_create","params":{"name":"Aio0","filename":"\(img)","block_size":512}}]}]}
+        """.write(toFile: cfg, atomically: true, encoding: .utf8)
+        let r = try run([Tools.mkfs, "--spdk-defaults", "-c", cfg, "-b", "Aio0"])
+        #expect(r.status == 0 && r.output.contains("cluster size:      1 MiB") && r.output.contains("512 bytes"), "\(r.output)")
+        let bad = try run([Tools.mkfs, "-c", cfg, "-b", "Nope0"])
+        #expect(bad.status == 1 && bad.output.contains("Aio0"), "\(bad.output)")
+        // The SPDK-layout volume mounts (through the same JSON config).
+        let m = try Mount(["-c", cfg, "-b", "Aio0"], dir: dir)
+        defer { m.stop() }
+        #expect(try sh("echo x > \(m.mountpoint)/f && cat \(m.mountpoint)/f").output == "x\n")
+    }
+
+    @Test func blockDevice() throws {
+        let dir = try TemporaryDirectory(prefix: "blobfs-mkfs-loop")
+        let img = dir.path + "/loop.img"
+        #expect(try run(["truncate", "-s", "64M", img]).status == 0)
+        let l = try run(["losetup", "-f", "--show", img])
+        guard l.status == 0 else { print("skipped: losetup unavailable: \(l.output)"); return }
+        let loop = l.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        defer { _ = try? run(["losetup", "-d", loop]) }
+        let r = try run([Tools.mkfs, loop])
+        #expect(r.status == 0 && r.output.contains("64 MiB"), "\(r.output)")
+        let m = try Mount([loop], dir: dir)
+        #expect(try sh("seq 1 1000 > \(m.mountpoint)/n && wc -l < \(m.mountpoint)/n").output == "1000\n")
+        #expect(m.stop() == 0)
+        let refused = try run([Tools.mkfs, loop])
+        #expect(refused.status == 1 && refused.output.contains("contains a blobstore"))
+    }
+}
