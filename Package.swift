@@ -56,7 +56,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "BlobFSBench", dependencies: [
-            "ToolSupport", "Blobstore", "BDev", "Reactor", "Platform",
+            "ToolSupport", "Blobstore", "BlobFS", "BDev", "Reactor", "Platform",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Sources/Benchmarks", swiftSettings: swiftSettings),
 

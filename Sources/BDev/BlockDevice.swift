@@ -82,6 +82,19 @@ extension BlockDevice {
         try await perform(.write(offsetBlocks: offsetBlocks, buffers: buffers))
     }
     public func flush() async throws(BDevError) { try await perform(.flush) }
+
+    // Owning forms. A request carries raw pointers, and Swift may release a buffer right
+    // after its last use — before a device that submits later (aio batches submissions
+    // until its next poll) has read it. These keep the buffer alive until completion;
+    // prefer them to the pointer forms whenever the memory is an AlignedBuffer.
+    public func read(offsetBlocks: UInt64, into buffer: AlignedBuffer) async throws(BDevError) {
+        try await perform(.read(offsetBlocks: offsetBlocks, buffers: [buffer.bytes]))
+        withExtendedLifetime(buffer) {}
+    }
+    public func write(offsetBlocks: UInt64, from buffer: AlignedBuffer) async throws(BDevError) {
+        try await perform(.write(offsetBlocks: offsetBlocks, buffers: [buffer.bytes]))
+        withExtendedLifetime(buffer) {}
+    }
     public func writeZeroes(offsetBlocks: UInt64, blockCount: UInt64) async throws(BDevError) {
         try await perform(.writeZeroes(offsetBlocks: offsetBlocks, blockCount: blockCount))
     }

@@ -5,14 +5,72 @@ import Reactor
 import BDev
 import Blobstore
 import ToolSupport
+import BlobFS
 
 /// blobfs-bench: throughput of the blob layer next to the raw block device under it,
 /// same request sizes and queue depths, so the table shows what the blobstore costs.
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "blobfs-bench",
-        abstract: "Measure blob read/write throughput beside raw bdev throughput (malloc and aio).",
-        discussion: "Prints one table; docs/PERFORMANCE.md records results. Run with a release build (scripts/bench).")
+        abstract: "Benchmarks of the blob layer and of mounting (docs/PERFORMANCE.md).",
+        discussion: "Run with a release build (scripts/bench).",
+        subcommands: [BlobBench.self, MountBench.self], defaultSubcommand: BlobBench.self)
+}
+
+/// Time to mount a volume holding N files (root pages read in batches, index built).
+struct MountBench: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "mount",
+        abstract: "Create N empty files, unmount, and time mounting the volume (malloc and aio).")
+    @Option(help: "Number of files.") var files = 100_000
+    @Option(help: "Files per directory.") var perDirectory = 1000
+    @Option(help: "Image file for the aio run.") var aioFile = "/var/tmp/blobfs-bench-mount.img"
+    @Flag(help: "Skip the aio device.") var noAio = false
+
+    func run() throws {
+        let pages = UInt32(files + files / perDirectory + 1024)
+        let bytes = UInt64(pages) * 4096 * 2 + (64 << 20)
+        var kinds: [(String, DeviceSelection)] = [("malloc", .malloc(bytes: bytes))]
+        if !noAio { unlink(aioFile); kinds.append(("aio", .path(aioFile))) }
+        print("blobfs-bench mount: \(files) files in directories of \(perDirectory), \(formatBytes(bytes)) volume")
+        var rows: [[String]] = []
+        for (kind, sel) in kinds {
+            let rt = try ToolRuntime(sel, createSize: kind == "aio" ? bytes : nil)
+            defer { rt.shutdown(); if kind == "aio" { unlink(aioFile) } }
+            let dev = rt.device, r = rt.reactor, n = files, per = perDirectory
+            let (createSecs, mountSecs, unmountSecs) = try rt.run { () async throws -> (Double, Double, Double) in
+                try await FileSystem.format(bdev: dev, reactor: r, clusterSize: 16 << 10, mdPages: pages)
+                var o = MountOptions(); o.commitInterval = 0
+                let fs = try await FileSystem.mount(bdev: dev, reactor: r, options: o)
+                let t0 = MonotonicClock.now()
+                var dir = rootInodeNumber
+                for i in 0..<n {
+                    if i % per == 0 {
+                        dir = try await fs.mkdir(parent: rootInodeNumber, name: Array("d\(i / per)".utf8), mode: 0o755, caller: .root).ino
+                    }
+                    _ = try await fs.mknod(parent: dir, name: Array("file-\(i)".utf8), mode: 0o100644, rdev: 0, caller: .root)
+                }
+                let t1 = MonotonicClock.now()
+                try await fs.unmount()
+                let t2 = MonotonicClock.now()
+                let fs2 = try await FileSystem.mount(bdev: dev, reactor: r, options: o)
+                let t3 = MonotonicClock.now()
+                precondition(fs2.report.files == n, "mounted \(fs2.report.files) files, expected \(n)")
+                try await fs2.unmount()
+                return (Double(t1 - t0) / 1e9, Double(t3 - t2) / 1e9, Double(t2 - t1) / 1e9)
+            }
+            rows.append([kind, "\(n)", String(format2(createSecs)) + " s", String(Int(Double(n) / createSecs)) + "/s",
+                         String(format2(unmountSecs)) + " s", String(format2(mountSecs)) + " s",
+                         String(format2(mountSecs * 1e6 / Double(n))) + " µs"])
+        }
+        printTable(["device", "files", "create", "create rate", "unmount", "mount", "mount per file"], rows)
+    }
+}
+
+/// Blob layer vs raw bdev, same request sizes and queue depths.
+struct BlobBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "blobstore",
+        abstract: "Measure blob read/write throughput beside raw bdev throughput (malloc and aio).")
 
     @Option(help: "Device size for both devices.") var size = "1G"
     @Option(help: "Image file for the aio device (created, then removed).") var aioFile = "/var/tmp/blobfs-bench.img"
@@ -155,6 +213,7 @@ func fill(blob: Blob, dev: any BlockDevice, span: UInt64) async throws {
         try await blob.write(at: off, from: UnsafeRawBufferPointer(buf.slice(0, n)))
         off += UInt64(n)
     }
+    withExtendedLifetime(buf) {}
 }
 
 func printTable(_ header: [String], _ rows: [[String]]) {

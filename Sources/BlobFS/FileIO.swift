@@ -58,6 +58,7 @@ extension FileSystem {
         if count > 0 {
             let b = try await openBlobLocked(n)
             do { try await b.read(at: offset, into: buf.slice(0, count)) } catch { throw mapError(error) }
+            withExtendedLifetime(buf) {}
         }
         return ReadResult(buffer: buf, count: count)
     }
@@ -72,6 +73,7 @@ extension FileSystem {
         let b = try await openBlobLocked(n)
         try await ensureCapacity(n, b, bytes: off + UInt64(count))
         do { try await b.write(at: off, from: UnsafeRawBufferPointer(data.slice(0, count))) } catch { throw mapError(error) }
+        withExtendedLifetime(data) {}
         if off + UInt64(count) > n.size { n.size = off + UInt64(count) }
         let now = Timestamp.now()
         n.attrs.mtime = now; n.attrs.ctime = now
@@ -176,6 +178,7 @@ extension FileSystem {
                     // allocation zero-fills the rest; data below the size stays intact).
                     try await b.write(at: c * clusterSize, from: UnsafeRawBufferPointer(zero.bytes))
                 }
+                withExtendedLifetime(zero) {}
                 if !keep && end > n.size { n.size = end }
             }
         } catch let e as FSError { throw e } catch let e as BlobstoreError { throw mapError(e) } catch { throw FSError(EIO) }

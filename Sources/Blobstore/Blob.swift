@@ -328,6 +328,7 @@ public final class Blob: @unchecked Sendable {
         }
         let reqs = zip(writes, bufs).map { w, b in BDevRequest.write(offsetBlocks: store.io.block(ofPage: w.0), buffers: [b.bytes]) }
         let results = await performAll(store.bdev, reqs)
+        withExtendedLifetime(bufs) {}  // the requests hold raw pointers into these
         store.writesSinceFlush = true
         for r in results { if case .failure(let e) = r { throw BlobstoreError(e) } }
     }

@@ -72,7 +72,8 @@ extension Blob {
             }
         }
         requests += coalesce(direct, read: true)
-        for r in await performAll(store.bdev, requests) { if case .failure(let e) = r { throw BlobstoreError(e) } }
+        let results = await performAll(store.bdev, requests)
+        for r in results { if case .failure(let e) = r { throw BlobstoreError(e) } }
         for (b, skip, dst) in bounces { dst.copyMemory(from: UnsafeRawBufferPointer(b.slice(skip, dst.count))) }
         if let p = parent {
             for (off, dst) in parentReads { try await p.readAsBacking(at: off, into: dst) }
@@ -166,7 +167,9 @@ extension Blob {
                     edges.append((e, b, total - Int(bs)))
                 }
             }
-            for r in await performAll(store.bdev, reads) { if case .failure(let e) = r { throw BlobstoreError(e) } }
+            let readResults = await performAll(store.bdev, reads)
+            withExtendedLifetime(edges) {}
+            for r in readResults { if case .failure(let e) = r { throw BlobstoreError(e) } }
             for (e, b, at) in edges { b.slice(at, e.count).copyMemory(from: UnsafeRawBufferPointer(e.bytes)) }
             for (b, devStart, skip, src) in rmw {
                 UnsafeMutableRawBufferPointer(rebasing: b.bytes[skip..<skip + src.count]).copyMemory(from: src)
@@ -177,7 +180,7 @@ extension Blob {
         requests += coalesce(direct, read: false)
         let results = await performAll(store.bdev, requests)
         store.writesSinceFlush = true
-        withExtendedLifetime(keep) {}
+        withExtendedLifetime(keep) {}  // bounce buffers: the requests hold raw pointers
         for r in results { if case .failure(let e) = r { throw BlobstoreError(e) } }
     }
 
@@ -223,6 +226,7 @@ extension Blob {
         let z = store.bdev.allocateBuffer(byteCount: n)
         z.zero()
         try await write(at: offset, from: UnsafeRawBufferPointer(z.bytes))
+        withExtendedLifetime(z) {}
     }
 
     /// Drop blob cluster `ci`'s mapping (thin blobs): reads return zeros/parent data.
@@ -260,7 +264,7 @@ extension Blob {
             if let p = parent {
                 let b = store.bdev.allocateBuffer(byteCount: Int(cs))
                 try await p.readAsBacking(at: UInt64(ci) * cs, into: b.bytes)
-                do { try await store.bdev.write(offsetBlocks: base / bs, from: b.bytes) } catch { throw BlobstoreError(error) }
+                do { try await store.bdev.write(offsetBlocks: base / bs, from: b) } catch { throw BlobstoreError(error) }
             } else {
                 // Zero all but the blocks the write fully covers.
                 let inStart = seg.blobOffset % cs

@@ -229,7 +229,7 @@ public final class Blobstore: @unchecked Sendable {
             throw .invalid("\(bdev.name) is too small (\(bdev.byteCount) bytes) to hold a blobstore")
         }
         let buf = bdev.allocateBuffer(byteCount: n)
-        do { try await bdev.read(offsetBlocks: 0, into: buf.bytes) } catch { throw BlobstoreError(error) }
+        do { try await bdev.read(offsetBlocks: 0, into: buf) } catch { throw BlobstoreError(error) }
         do { return try SuperBlock.decode(UnsafeRawBufferPointer(buf.slice(0, FormatConstants.superBlockSize))) }
         catch { throw BlobstoreError(error, "\(bdev.name): no valid blobstore super block") }
     }
@@ -239,14 +239,14 @@ public final class Blobstore: @unchecked Sendable {
         let buf = bdev.allocateBuffer(byteCount: n)
         buf.zero()
         sb.encode().withUnsafeBytes { buf.bytes.copyMemory(from: $0) }
-        do { try await bdev.write(offsetBlocks: 0, from: buf.bytes) } catch { throw BlobstoreError(error) }
+        do { try await bdev.write(offsetBlocks: 0, from: buf) } catch { throw BlobstoreError(error) }
         writesSinceFlush = true
     }
 
     private func maskRegion(start: UInt32, len: UInt32) async throws(BlobstoreError) -> AlignedBuffer {
         let buf = bdev.allocateBuffer(byteCount: Int(len) * pageSize)
         do {
-            try await bdev.read(offsetBlocks: UInt64(start) * UInt64(pageSize / bdev.blockSize), into: buf.bytes)
+            try await bdev.read(offsetBlocks: UInt64(start) * UInt64(pageSize / bdev.blockSize), into: buf)
         } catch { throw BlobstoreError(error) }
         return buf
     }
@@ -403,7 +403,7 @@ public final class Blobstore: @unchecked Sendable {
             let bytes = MaskCodec.encode(type, bits, regionBytes: Int(len) * pageSize)
             let buf = bdev.allocateBuffer(byteCount: bytes.count)
             bytes.withUnsafeBytes { buf.bytes.copyMemory(from: $0) }
-            do { try await bdev.write(offsetBlocks: UInt64(start) * UInt64(pageSize / bdev.blockSize), from: buf.bytes) }
+            do { try await bdev.write(offsetBlocks: UInt64(start) * UInt64(pageSize / bdev.blockSize), from: buf) }
             catch { throw BlobstoreError(error) }
         }
         writesSinceFlush = true

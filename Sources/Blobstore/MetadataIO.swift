@@ -26,7 +26,7 @@ struct MetadataIO {
     func readPage(_ index: UInt32) async throws(BlobstoreError) -> [UInt8] {
         guard index < mdLen else { throw .corrupt("metadata page \(index) is beyond the metadata region (\(mdLen) pages)") }
         let buf = bdev.allocateBuffer(byteCount: pageSize)
-        do { try await bdev.read(offsetBlocks: block(ofPage: index), into: buf.bytes) }
+        do { try await bdev.read(offsetBlocks: block(ofPage: index), into: buf) }
         catch { throw BlobstoreError(error) }
         return Array(UnsafeRawBufferPointer(buf.bytes))
     }
@@ -38,7 +38,7 @@ struct MetadataIO {
         let buf = bdev.allocateBuffer(byteCount: pageSize)
         buf.zero()
         structPage.withUnsafeBytes { buf.bytes.copyMemory(from: $0) }
-        do { try await bdev.write(offsetBlocks: block(ofPage: index), from: buf.bytes) }
+        do { try await bdev.write(offsetBlocks: block(ofPage: index), from: buf) }
         catch { throw BlobstoreError(error) }
     }
 
@@ -80,6 +80,7 @@ struct MetadataIO {
                 BDevRequest.read(offsetBlocks: block(ofPage: run.first), buffers: [buf.bytes])
             }
             let results = await performAll(bdev, requests)
+            withExtendedLifetime(buffers) {}
             for (k, (run, buf)) in zip(window, buffers).enumerated() {
                 if case .failure(let e) = results[k] { throw BlobstoreError(e) }
                 for idx in run.members {

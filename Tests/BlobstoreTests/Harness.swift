@@ -48,6 +48,7 @@ extension Array where Element == UInt8 {
 func readBytes(_ blob: Blob, _ offset: UInt64, _ count: Int) async throws -> [UInt8] {
     let buf = AlignedBuffer(count: count, alignment: 1)
     try await blob.read(at: offset, into: buf.bytes)
+    withExtendedLifetime(buf) {}
     return Array(UnsafeRawBufferPointer(buf.bytes))
 }
 func readAll(_ blob: Blob, length: Int) async throws -> [UInt8] { try await readBytes(blob, 0, length) }
@@ -55,6 +56,7 @@ func write(_ blob: Blob, _ offset: UInt64, _ bytes: [UInt8]) async throws {
     let buf = AlignedBuffer(count: bytes.count, alignment: 1)
     bytes.withUnsafeBytes { buf.bytes.copyMemory(from: $0) }
     try await blob.write(at: offset, from: UnsafeRawBufferPointer(buf.bytes))
+    withExtendedLifetime(buf) {}
 }
 func u64le(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
 func fromLE(_ b: [UInt8]) -> UInt64 { b.prefix(8).enumerated().reduce(0) { $0 | UInt64($1.element) << (8 * $1.offset) } }
