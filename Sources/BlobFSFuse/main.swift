@@ -85,6 +85,7 @@ struct BlobFSFuse: ParsableCommand {
             printError("blobfs-fuse: \(mountpoint) is already a mount point")
             throw ExitCode(1)
         }
+        Allocator.keepLargeBuffersOnHeap()
         let code = Daemon.serve(foreground: foreground) { report throws(ToolError) in
             try serve(selection: selection, mountpoint: absolute(mountpoint), options: opts, report: report)
         }

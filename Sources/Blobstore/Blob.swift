@@ -51,6 +51,9 @@ public final class Blob: @unchecked Sendable {
     var pendingFreeClusters: [UInt32] = []
     var pendingFreeExtentPages: [UInt32] = []
     let persistLock = AsyncLock()
+    /// Thin allocations mapped in memory since the last persist: their data must be
+    /// durable before a commit publishes them.
+    var addedMappings = false
     /// Thin clusters being allocated (index → waiters): reads and writes of that cluster wait.
     var allocating: [Int: [UnsafeContinuation<Void, Never>]] = [:]
     /// Block ranges with a write in flight; overlapping writes wait (keeps read-modify-write safe).
@@ -207,12 +210,13 @@ public final class Blob: @unchecked Sendable {
     // MARK: Persist (§8.6)
 
     /// Write the blob's metadata if anything changed. Write order (crash-safe at every step):
-    ///  1. flush, if data or metadata was written since the last flush, so data the new
-    ///     mapping exposes is durable before it;
+    ///  1. flush, if this commit maps newly allocated clusters and anything was written
+    ///     since the last flush, so data the new mapping exposes is durable before it;
     ///  2. extent pages: in place when the change only adds mappings (0 → cluster, or new
     ///     entries past the persisted size), else copy-on-write to a fresh page;
     ///  3. new continuation pages (always fresh pages; never overwrite a live one);
-    ///  4. flush if 2–3 wrote anything, then the root page in place: the commit point;
+    ///  4. flush if 2–3 wrote anything (they must be durable before the root refers to
+    ///     them), then the root page in place: the commit point;
     ///  5. release the old continuation pages, replaced extent pages, truncated extent
     ///     pages and clusters (quarantined until the next flush, see Blobstore.releasePage).
     /// Before 4 the old root describes an intact old chain; after it, the new chain is whole.
@@ -260,6 +264,8 @@ public final class Blob: @unchecked Sendable {
             epWrites.append((extentPages[s], ExtentPageCodec.encode(blobID: id.rawValue, startCluster: UInt32(lo), clusters: clusters[lo..<hi])))
         }
         dirtySlots.removeAll()
+        let publishesNewData = addedMappings
+        addedMappings = false
         let gen = chainGeneration
         let snapClusters = clusters
         let snapExtentPages = extentPages
@@ -284,17 +290,18 @@ public final class Blob: @unchecked Sendable {
         }
 
         do {
-            try await store.barrier()
+            if publishesNewData { try await store.barrier() }
             var writes = epWrites
             for k in 1..<max(1, chainBytes.count) { writes.append((newChain[k], chainBytes[k])) }
             if !writes.isEmpty {
                 try await writePages(writes)
+                if chainChanged { try await store.flush() }
             }
             if chainChanged {
-                try await store.barrier()
                 try await writePages([(newChain[0], chainBytes[0])])
             }
         } catch {
+            addedMappings = addedMappings || publishesNewData
             // Nothing was committed unless the root write completed; restore the plan so a
             // retry rewrites everything. Freshly claimed pages are released.
             for k in 1..<newChain.count { store.releasePage(newChain[k]) }

@@ -286,6 +286,7 @@ extension Blob {
         }
         store.writesSinceFlush = true
         clusters[ci] = c
+        addedMappings = true
         if usesExtentTable {
             let slot = ci / per
             if extentPages[slot] == 0 {

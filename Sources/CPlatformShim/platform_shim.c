@@ -38,6 +38,10 @@ int shim_set_thread_name(const char *name) { return pthread_setname_np(pthread_s
 long shim_gettid(void) { return syscall(SYS_gettid); }
 #include <sched.h>
 int shim_sched_getcpu(void) { return sched_getcpu(); }
+#include <malloc.h>
+int shim_mallopt_io_buffers(void) {
+    return mallopt(M_MMAP_THRESHOLD, 64 << 20) && mallopt(M_TRIM_THRESHOLD, 256 << 20);
+}
 
 int shim_blk_logical_block_size(int fd, int *out) { return ioctl(fd, BLKSSZGET, out); }
 int shim_blk_physical_block_size(int fd, int *out) {

@@ -57,3 +57,11 @@ public final class AlignedBuffer: @unchecked Sendable {
         return UnsafeMutableRawBufferPointer(start: baseAddress + offset, count: length)
     }
 }
+
+public enum Allocator {
+    /// Keep large allocations (I/O buffers up to 64 MiB) on the heap instead of a fresh
+    /// mmap each time: a 1 MiB FUSE request buffer then costs no page faults or munmap.
+    public static func keepLargeBuffersOnHeap() {
+        _ = shim_mallopt_io_buffers()
+    }
+}

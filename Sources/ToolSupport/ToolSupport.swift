@@ -60,7 +60,9 @@ public final class ToolRuntime: @unchecked Sendable {
     ///   - createSize: create or extend an image file to this size first.
     public init(_ selection: DeviceSelection, blockSize: Int? = nil, createSize: UInt64? = nil,
                 name: String = "blobfs0") throws(ToolError) {
-        do { reactor = try Reactor(name: "reactor") } catch { throw ToolError("cannot start the reactor: \(error)") }
+        // BLOBFS_REACTOR_SPIN_US: how long the idle reactor polls before sleeping (default 100).
+        let spin = getenv("BLOBFS_REACTOR_SPIN_US").flatMap { Int(String(cString: $0)) } ?? Reactor.defaultIdleSpinMicroseconds
+        do { reactor = try Reactor(name: "reactor", idleSpinMicroseconds: spin) } catch { throw ToolError("cannot start the reactor: \(error)") }
         do {
             switch selection {
             case .malloc(let bytes):

@@ -23,6 +23,8 @@ int shim_epoll_wait(int epfd, uint64_t *tokens, int max, int timeout_ms);
 int shim_set_thread_name(const char *name);
 long shim_gettid(void);
 int shim_sched_getcpu(void);
+/// mallopt(M_MMAP_THRESHOLD, 64 MiB) and M_TRIM_THRESHOLD likewise; returns 1 on success.
+int shim_mallopt_io_buffers(void);
 
 /// Block-device geometry. Return 0 or -1 with errno.
 int shim_blk_logical_block_size(int fd, int *out);
