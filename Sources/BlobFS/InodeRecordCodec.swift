@@ -1,0 +1,88 @@
+import Glibc
+import Blobstore
+
+/// The on-disk inode record (InodeRecord.swift) for tools that work below the mount —
+/// fsck.blobfs and blobfs-inspect read and repair it without building a `FileSystem`.
+/// A thin public face over the internal codecs, so there is exactly one encoding.
+public enum InodeRecordCodec {
+    /// xattr names (docs/NAMESPACE.md).
+    public static let nameXattr = XattrName.spdkName
+    public static let lengthXattr = XattrName.spdkLength
+    public static let deletedXattr = XattrName.spdkDeleted
+    public static let inodeXattr = XattrName.inode
+    public static let linksXattr = XattrName.links
+    public static let symlinkXattr = XattrName.symlink
+    public static let intentXattr = XattrName.intent
+
+    /// The root directory's SPDK `name` ("/.blobfs-root", without NUL) and lost+found's leaf name.
+    public static let rootSPDKName = FileSystem.rootName
+    public static let lostAndFoundName = FileSystem.lostAndFound
+    public static let nameMax = FileSystem.nameMax
+    public static let maxSymlinkTarget = FileSystem.maxSymlinkTarget
+    /// Links name the root directory as parent inode 1, whatever its blob id.
+    public static let rootParent: UInt64 = rootInodeNumber
+
+    /// `blobfs.inode`: attributes of an inode.
+    public struct Attributes: Equatable, Sendable {
+        public var mode: UInt32
+        public var uid: UInt32
+        public var gid: UInt32
+        public var rdev: UInt64
+        public var atime: Timestamp
+        public var mtime: Timestamp
+        public var ctime: Timestamp
+        public var generation: UInt64
+        public init(mode: UInt32, uid: UInt32, gid: UInt32, rdev: UInt64, atime: Timestamp, mtime: Timestamp,
+                    ctime: Timestamp, generation: UInt64) {
+            self.mode = mode; self.uid = uid; self.gid = gid; self.rdev = rdev
+            self.atime = atime; self.mtime = mtime; self.ctime = ctime; self.generation = generation
+        }
+        public var fileType: UInt32 { mode & UInt32(S_IFMT) }
+        public var isDirectory: Bool { fileType == UInt32(S_IFDIR) }
+        public var isRegular: Bool { fileType == UInt32(S_IFREG) }
+        public var isSymlink: Bool { fileType == UInt32(S_IFLNK) }
+    }
+
+    /// One name of an inode (`blobfs.links` entry).
+    public struct LinkEntry: Equatable, Sendable {
+        public var parent: UInt64
+        public var name: [UInt8]
+        public var version: UInt64
+        public init(parent: UInt64, name: [UInt8], version: UInt64) {
+            self.parent = parent; self.name = name; self.version = version
+        }
+    }
+
+    /// A pending RENAME_EXCHANGE roll-forward (`blobfs.intent`).
+    public struct Intent: Equatable, Sendable {
+        public var other: UInt64
+        public var fromParent: UInt64
+        public var fromName: [UInt8]
+        public var to: LinkEntry
+    }
+
+    public static func decodeAttributes(_ b: [UInt8]) -> Attributes? {
+        InodeAttributes.decode(b).map {
+            Attributes(mode: $0.mode, uid: $0.uid, gid: $0.gid, rdev: $0.rdev, atime: $0.atime, mtime: $0.mtime,
+                       ctime: $0.ctime, generation: $0.generation)
+        }
+    }
+    public static func encodeAttributes(_ a: Attributes) -> [UInt8] {
+        InodeAttributes(mode: a.mode, uid: a.uid, gid: a.gid, rdev: a.rdev, atime: a.atime, mtime: a.mtime,
+                        ctime: a.ctime, generation: a.generation).encode()
+    }
+    public static func decodeLinks(_ b: [UInt8]) -> [LinkEntry]? {
+        LinkCodec.decode(b)?.map { LinkEntry(parent: $0.parent, name: $0.name, version: $0.version) }
+    }
+    public static func encodeLinks(_ links: [LinkEntry]) -> [UInt8] {
+        LinkCodec.encode(links.map { Link(parent: $0.parent, name: $0.name, version: $0.version) })
+    }
+    public static func decodeIntent(_ b: [UInt8]) -> Intent? {
+        ExchangeIntent.decode(b).map {
+            Intent(other: $0.other, fromParent: $0.fromParent, fromName: $0.fromName,
+                   to: LinkEntry(parent: $0.to.parent, name: $0.to.name, version: $0.to.version))
+        }
+    }
+    /// A leaf name the namespace accepts: 1–255 bytes, no "/" or NUL, not "." or "..".
+    public static func isValidName(_ n: [UInt8]) -> Bool { FileSystem.validName(n) }
+}
