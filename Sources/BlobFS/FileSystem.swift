@@ -224,9 +224,12 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
             }
             for l in node.links { insertEntry(parent: inodes[l.parent]!, name: l.name, child: node) }
         }
+        // Reconnect only the top of each unreachable subtree (an inode without a name, or one
+        // inode of a directory cycle): what lies below it comes along, directories whole.
         var orphans: [Inode] = []
         for node in records.values where !reachable(node) { orphans.append(node) }
-        for o in orphans.sorted(by: { $0.ino < $1.ino }) {
+        for node in orphans.sorted(by: { $0.ino < $1.ino }) where !reachable(node) {
+            let o = unreachableTop(node)
             for l in o.links { if let p = inodes[l.parent]?.directory { p.remove(l.name); if o.isDirectory { p.subdirectories -= 1 } } }
             o.links.removeAll()
             try await reconnect(o)
@@ -248,6 +251,17 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
             if !seen.insert(p.ino).inserted { return false }
             cur = p
         }
+    }
+
+    /// Where an unreachable inode's first-name chain ends: an inode without a name, or the
+    /// first inode met twice (a directory cycle).
+    private func unreachableTop(_ node: Inode) -> Inode {
+        var seen = Set<InodeNumber>()
+        var cur = node
+        while seen.insert(cur.ino).inserted, let l = cur.links.first, let p = inodes[l.parent], p.ino != rootInodeNumber {
+            cur = p
+        }
+        return cur
     }
 
     /// Give an unreachable inode a name in /lost+found ("#<ino>").

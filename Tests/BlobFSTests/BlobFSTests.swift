@@ -344,4 +344,41 @@ func path(_ fs: FileSystem, _ p: String) throws -> InodeNumber {
             try await fs2.unmount()
         }
     }
+
+    @Test func unreachableSubtreesAreReconnectedWhole() throws {
+        // A directory that lost its name goes to /lost+found with everything below it; a
+        // directory cycle is broken at one directory, the other stays inside it.
+        let h = try FSHarness()
+        let fs = try h.mount()
+        let (d, e, x, y) = try h.run {
+            let d = try await fs.mkdir(parent: rootInodeNumber, name: b("d"), mode: 0o755, caller: me).ino
+            let e = try await fs.mkdir(parent: d, name: b("e"), mode: 0o755, caller: me).ino
+            _ = try await makeFile(fs, e, "f", b("deep"))
+            let x = try await fs.mkdir(parent: rootInodeNumber, name: b("x"), mode: 0o755, caller: me).ino
+            let y = try await fs.mkdir(parent: x, name: b("y"), mode: 0o755, caller: me).ino
+            _ = try await makeFile(fs, y, "g", b("cyclic"))
+            try await fs.unmount()
+            return (d, e, x, y)
+        }
+        _ = e
+        let dev = h.dev, r = h.reactor
+        try h.run {
+            let s = try await Blobstore.load(bdev: dev, reactor: r)
+            for (ino, l) in [(d, [Link]()), (x, [Link(parent: y, name: b("x"), version: 1000)])] {
+                let blob = try await s.openBlob(BlobID(rawValue: ino))
+                try blob.setXattr(XattrName.links, LinkCodec.encode(l))
+                try await blob.close()
+            }
+            try await s.unload()
+        }
+        let fs2 = try h.mount()
+        try h.run {
+            #expect(try names(fs2, rootInodeNumber) == ["lost+found"])
+            #expect(try names(fs2, try path(fs2, "lost+found")) == ["#\(d)", "#\(x)"])
+            let f = try path(fs2, "lost+found/#\(d)/e/f")
+            #expect(try await contents(fs2, f) == b("deep"))
+            #expect(try await contents(fs2, try path(fs2, "lost+found/#\(x)/y/g")) == b("cyclic"))
+            try await fs2.unmount()
+        }
+    }
 }
