@@ -36,9 +36,12 @@ import BDev
             let expected = dev.allocateBuffer(byteCount: 4 * bs)
             var pos = 0
             for p in parts { expected.slice(pos, p.count).copyMemory(from: UnsafeRawBufferPointer(p.bytes)); pos += p.count }
-            #expect(sameBytes(whole.bytes, expected.bytes))
-            #expect(sameBytes(halves[0].bytes, expected.slice(0, 2 * bs)))
-            #expect(sameBytes(halves[1].bytes, expected.slice(2 * bs, 2 * bs)))
+            // Raw pointers do not keep their buffers alive: hold them across the comparisons.
+            withExtendedLifetime((parts, halves, whole, expected)) {
+                #expect(sameBytes(whole.bytes, expected.bytes))
+                #expect(sameBytes(halves[0].bytes, expected.slice(0, 2 * bs)))
+                #expect(sameBytes(halves[1].bytes, expected.slice(2 * bs, 2 * bs)))
+            }
         }
     }
 
