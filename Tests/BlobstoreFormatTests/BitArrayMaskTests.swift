@@ -1,4 +1,5 @@
 import Testing
+import TestSupport
 import Blobstore
 
 /// BitArray and the §4 mask codec.

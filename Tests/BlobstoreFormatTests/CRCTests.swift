@@ -1,4 +1,5 @@
 import Testing
+import TestSupport
 import Platform
 
 /// §3.1 / §13 CRC-32C vectors.

@@ -1,4 +1,5 @@
 import Testing
+import TestSupport
 import Blobstore
 
 /// §6.2 serialization page breaks and §6.3–§6.6 parse validation.

@@ -31,19 +31,6 @@ func fixCRC(_ b: inout [UInt8]) {
     putLE32(&b, 4092, CRC32C.checksum(b[0..<4092]))
 }
 
-/// A deterministic pseudo-random generator (SplitMix64) for reproducible property tests.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// Parse a descriptor area given as bytes (zero-padded to 4072).
 func parse(_ bytes: [UInt8], areaSize: Int = FormatConstants.descriptorAreaSize) throws(FormatError) -> [Descriptor] {
     var area = bytes

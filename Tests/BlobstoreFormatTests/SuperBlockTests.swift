@@ -1,4 +1,5 @@
 import Testing
+import TestSupport
 import Blobstore
 import Platform
 #if canImport(Glibc)

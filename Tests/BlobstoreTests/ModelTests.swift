@@ -5,18 +5,6 @@ import BDev
 @testable import Blobstore
 import TestSupport
 
-/// A deterministic generator so failures replay from their seed.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// What a blob should contain: the simple model the store is checked against.
 struct BlobModel: Equatable {
     var thin: Bool
