@@ -122,7 +122,10 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
                              legacySPDK: false, numClusters: info.numClusters)
                 node.symlinkTarget = x[XattrName.symlink]
                 if let i = x[XattrName.intent].flatMap(ExchangeIntent.decode) { intents.append((ino, i)) }
-                counter = max(counter, attrs.generation + 1, (links.map(\.version).max() ?? 0) + 1)
+                // Clamped: a damaged record can hold any value, and the counter must still
+                // be able to count up (a version at the cap can only be tied, never beaten).
+                let cap = Self.versionCap
+                counter = max(counter, min(attrs.generation, cap) + 1, min(links.map(\.version).max() ?? 0, cap) + 1)
             } else {
                 // A file written by SPDK BlobFS: `name` is "/" + file name (+ NUL).
                 guard var name = x[XattrName.spdkName] else {
@@ -287,6 +290,8 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
     }
 
     func nextVersion() -> UInt64 { defer { counter += 1 }; return counter }
+    /// Versions and generations read from disk count at most this much for the counter.
+    static let versionCap: UInt64 = 1 << 62
 
     static func validName(_ n: [UInt8]) -> Bool {
         !n.isEmpty && n.count <= nameMax && !n.contains(0) && !n.contains(UInt8(ascii: "/")) && n != [46] && n != [46, 46]

@@ -381,4 +381,33 @@ func path(_ fs: FileSystem, _ p: String) throws -> InodeNumber {
             try await fs2.unmount()
         }
     }
+
+    @Test func extremeVersionsDoNotOverflowTheCounter() throws {
+        // A damaged (CRC-valid) inode record with generation and link version 2^64-1: the
+        // mount used to trap computing the next version.
+        let h = try FSHarness()
+        let fs = try h.mount()
+        let ino = try h.run {
+            let i = try await makeFile(fs, rootInodeNumber, "f", b("x"))
+            try await fs.unmount()
+            return i
+        }
+        let dev = h.dev, r = h.reactor
+        try h.run {
+            let s = try await Blobstore.load(bdev: dev, reactor: r)
+            let blob = try await s.openBlob(BlobID(rawValue: ino))
+            var a = InodeAttributes.decode(blob.xattr(XattrName.inode)!)!
+            a.generation = .max
+            try blob.setXattr(XattrName.inode, a.encode())
+            try blob.setXattr(XattrName.links, LinkCodec.encode([Link(parent: rootInodeNumber, name: b("f"), version: .max)]))
+            try await blob.close()
+            try await s.unload()
+        }
+        let fs2 = try h.mount()
+        try h.run {
+            _ = try await makeFile(fs2, rootInodeNumber, "g", b("y"))
+            #expect(try names(fs2, rootInodeNumber) == ["f", "g"])
+            try await fs2.unmount()
+        }
+    }
 }
