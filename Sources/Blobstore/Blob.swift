@@ -173,7 +173,7 @@ public final class Blob: @unchecked Sendable {
     public func resize(_ n: UInt64) async throws(BlobstoreError) {
         store.reactor.assertOnReactor()
         try checkMetadataWritable()
-        guard n <= UInt64(UInt32.max) else { throw .invalid("blob \(id): \(n) clusters is beyond the format's limit") }
+        guard n <= store.maxBlobClusters else { throw .init(.fileTooLarge, "blob \(id): \(n) clusters is beyond the \(store.maxBlobClusters) this implementation supports") }
         let old = clusters.count
         let new = Int(n)
         if new == old { return }

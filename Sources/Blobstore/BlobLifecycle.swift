@@ -17,6 +17,11 @@ public struct BlobInfo: Sendable {
 }
 
 extension Blobstore {
+    /// The largest blob this implementation opens: its cluster map is held in memory (4
+    /// bytes per cluster), so a corrupt size cannot ask for gigabytes. Thin blobs may be
+    /// larger than the device; 2^28 clusters is 4 TiB with 16 KiB clusters, 256 TiB with 1 MiB.
+    public var maxBlobClusters: UInt64 { 1 << 28 }
+
     // MARK: Create
 
     /// Create a blob (§8.7) and return it open. Root page = lowest free metadata page.
@@ -169,7 +174,7 @@ extension Blobstore {
             }
             cur = p.next
         }
-        do { return BlobInfo(id: id, metadata: try ChainCodec.parse(pages), chainPages: chain) }
+        do { return BlobInfo(id: id, metadata: try ChainCodec.parse(pages, maxClusters: maxBlobClusters), chainPages: chain) }
         catch { throw BlobstoreError(error, "blob \(id)") }
     }
 
@@ -207,7 +212,7 @@ extension Blobstore {
                         try check(root, id: id, index: id.pageIndex, sequence: 0)
                         let descs: [Descriptor]
                         do { descs = try root.descriptors() } catch { throw BlobstoreError(error, "blob \(id): root page") }
-                        do { info = BlobInfo(id: id, metadata: try ChainCodec.parse([descs]), chainPages: [id.pageIndex]) }
+                        do { info = BlobInfo(id: id, metadata: try ChainCodec.parse([descs], maxClusters: maxBlobClusters), chainPages: [id.pageIndex]) }
                         catch { throw BlobstoreError(error, "blob \(id)") }
                     } else {
                         info = try await readBlobInfo(id) // multi-page chain: follow it
