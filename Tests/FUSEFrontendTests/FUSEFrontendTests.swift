@@ -356,9 +356,11 @@ import CFuse3
 
     @Test func writebackCacheCoalescesWritesAndUnmountFlushesThem() throws {
         try withMount(options: FUSEMountOptions(writebackCache: true)) { m in
+            let fd = try check(Glibc.open(m.path("wb"), O_CREAT | O_WRONLY, 0o644), "open")
+            // After a reply to a real request INIT has certainly been processed (mounting
+            // returns before it is; under load the connection info could still be nil).
             let conn = try m.onReactor { $0.session.connection }
             #expect(conn.map { $0.want & UInt32(FUSE_CAP_WRITEBACK_CACHE) != 0 } == true)
-            let fd = try check(Glibc.open(m.path("wb"), O_CREAT | O_WRONLY, 0o644), "open")
             var chunk = [UInt8](repeating: 0, count: 4096)
             for i in 0..<512 {
                 chunk[0] = UInt8(truncatingIfNeeded: i)
