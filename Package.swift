@@ -19,6 +19,8 @@ let package = Package(
         .executable(name: "blobfs-fuse", targets: ["BlobFSFuse"]),
         .executable(name: "mkfs.blobfs", targets: ["MkfsBlobFS"]),
         .executable(name: "blobfs-bench", targets: ["BlobFSBench"]),
+        .executable(name: "fsck.blobfs", targets: ["FsckBlobFS"]),
+        .executable(name: "blobfs-inspect", targets: ["BlobFSInspect"]),
         .library(name: "Blobstore", targets: ["Blobstore"]),
     ],
     dependencies: [
@@ -60,6 +62,17 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Sources/Benchmarks", swiftSettings: swiftSettings),
 
+        // fsck.blobfs / blobfs-inspect: checker, repairer and inspector over the raw format.
+        .target(name: "Fsck", dependencies: ["Blobstore", "BlobFS", "BDev", "Reactor", "Platform"], swiftSettings: swiftSettings),
+        .executableTarget(name: "FsckBlobFS", dependencies: [
+            "Fsck", "ToolSupport", "Blobstore", "BDev", "Reactor", "Platform",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: swiftSettings),
+        .executableTarget(name: "BlobFSInspect", dependencies: [
+            "Fsck", "ToolSupport", "Blobstore", "BDev", "Reactor", "Platform",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: swiftSettings),
+
         .target(name: "TestSupport", dependencies: ["BDev", "Reactor"], path: "Sources/TestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "PlatformTests", dependencies: ["Platform"], swiftSettings: swiftSettings),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "Platform"], swiftSettings: swiftSettings),
@@ -72,6 +85,8 @@ let package = Package(
                     swiftSettings: swiftSettings),
         .testTarget(name: "IntegrationTests", dependencies: ["TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "ToolTests", dependencies: ["ToolSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "FsckTests", dependencies: ["Fsck", "BlobFS", "Blobstore", "BDev", "Reactor", "Platform", "TestSupport"],
+                    swiftSettings: swiftSettings),
         .testTarget(name: "FUSEFrontendTests", dependencies: ["FUSEFrontend", "BlobFS", "Reactor", "Platform", "TestSupport"],
                     swiftSettings: swiftSettings),
     ]
