@@ -281,7 +281,8 @@ extension FsckRun {
     func reconstructGeometry(_ raw: [UInt8]) async -> ([UInt8], String)? {
         let sb = relaxedSuper(raw)
         if sb.size > dev.byteCount { return nil }
-        var found: [([UInt8], String)] = []
+        var found: [([UInt8], String, Bool, SuperBlock)] = []
+        var headerCache: [UInt64: [UInt8]] = [:]
         for (field, range, value) in await superCandidates(raw) where Array(raw[range]) != value && field != "size" && field != "version" {
             var b = raw
             b.replaceSubrange(range, with: value)
@@ -289,29 +290,38 @@ extension FsckRun {
             guard (1...3).contains(c.version), (c.version == 3) == (c.usedBlobIDMaskLen != 0) else { continue }
             let g = Geometry(c, deviceBytes: dev.byteCount, blockSize: dev.blockSize)
             guard g.isUsable, plausibleLayouts(c, deviceBytes: dev.byteCount).contains(where: { sameLayout($0, c) }) else { continue }
-            if c.isClean && c.usedBlobIDMaskLen != 0 {
-                var ok = true
-                for (type, start, bits) in [(UInt8(0), c.usedPageMaskStart, g.mdLen), (1, c.usedClusterMaskStart, g.totalClusters),
-                                            (2, c.usedBlobIDMaskStart, g.mdLen)] {
-                    guard let h = try? await dev.read(at: UInt64(start) * UInt64(g.pageSize), count: 4096),
-                          h[0] == type, Int(h.le32(1)) == bits else { ok = false; break }
+            // The mask headers record md_len and the cluster count: written at every clean
+            // unload, so a dirty store usually still has them (a never-unloaded one has zeros).
+            var confirmed = false
+            if c.usedBlobIDMaskLen != 0 {
+                var headers: [[UInt8]] = []
+                for start in [c.usedPageMaskStart, c.usedClusterMaskStart, c.usedBlobIDMaskStart] {
+                    let at = UInt64(start) * UInt64(g.pageSize)
+                    if headerCache[at] == nil { headerCache[at] = (try? await dev.read(at: at, count: 4096)).map { Array($0.prefix(8)) } ?? [] }
+                    headers.append(headerCache[at]!)
                 }
-                if !ok { continue }
+                let bits = [g.mdLen, g.totalClusters, g.mdLen]
+                confirmed = headers.enumerated().allSatisfy { $0.element.count >= 5 && $0.element[0] == UInt8($0.offset) && Int($0.element.le32(1)) == bits[$0.offset] }
+                if c.isClean && !confirmed { continue }
             }
             let fixed = CRCRepair.withCRC(b)
             // Candidates that mean the same (md_page_size 0 and 4096) count once.
             let same = found.contains { f in
-                let o = relaxedSuper(f.0)
+                let o = f.3
                 return sameLayout(o, c) && o.effectiveMDPageSize == c.effectiveMDPageSize && o.clusterSize == c.clusterSize
                     && o.mdLen == c.mdLen && o.size == c.size && o.clean == c.clean && o.superBlob == c.superBlob
             }
             if !same {
                 let shown = range.count <= 8 ? "\(le64Value(Array(raw[range]))) → \(le64Value(value))" : "replaced"
-                found.append((fixed, "field \(field) has an impossible value (\(shown) is the only single change that gives a standard layout, confirmed by the device size and the mask headers)"))
+                found.append((fixed, "field \(field) has an impossible value (\(shown) is the only single change that gives a standard layout\(confirmed ? ", confirmed by the device size and the mask headers" : " for the device size")))", confirmed, c))
+                if found.filter({ $0.2 }).count > 1 { return nil }
             }
-            if found.count > 1 { return nil }
         }
-        return found.first
+        // Mask headers that confirm a candidate outweigh candidates they do not.
+        let strong = found.filter { $0.2 }
+        if strong.count == 1 { return (strong[0].0, strong[0].1) }
+        if strong.isEmpty && found.count == 1 { return (found[0].0, found[0].1) }
+        return nil
     }
 
     /// A single damaged byte or field restored, confirmed by the stored CRC.

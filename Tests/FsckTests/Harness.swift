@@ -23,9 +23,9 @@ final class Vol: @unchecked Sendable {
             try reactor.runBlocking { try await FileSystem.format(bdev: d, reactor: r, clusterSize: clusterSize, mdPages: mdPages) }
         }
     }
-    init(image: [UInt8]) throws {
+    init(image: [UInt8], blockSize: Int = 4096) throws {
         reactor = try Reactor(name: "t-fsck")
-        dev = try MallocBDev(name: "Malloc0", byteCount: UInt64(image.count), blockSize: 4096, numaNode: nil)
+        dev = try MallocBDev(name: "Malloc0", byteCount: UInt64(image.count), blockSize: blockSize, numaNode: nil)
         image.withUnsafeBytes { dev.storage.bytes.copyMemory(from: $0) }
         let d = dev, r = reactor
         poller = try reactor.runBlocking { r.addPoller(d) }

@@ -114,8 +114,14 @@ import BDev
         let env = { (k: String) in getenv(k).map { String(cString: $0) } }
         let count = env("FSCK_MUTATIONS").flatMap(Int.init) ?? 2000
         let seed = env("FSCK_SEED").flatMap(UInt64.init) ?? 0x5EED_F5C6
-        let (base, live, mdStart) = try Self.baseImage()
-        let v = try Vol(image: base)
+        let (clean, live, mdStart) = try Self.baseImage()
+        // The same volume as after a crash (super block clean=0): loads run recovery, which
+        // meets the damaged metadata itself instead of trusting the masks.
+        var dirty = clean
+        var sb = relaxedSuper(Array(clean[0..<4096]))
+        sb.clean = 0
+        dirty.replaceSubrange(0..<4096, with: sb.encode())
+        let v = try Vol(image: clean)
         let dev = v.dev, r = v.reactor
         var rng = Rng(s: seed)
 
@@ -141,7 +147,8 @@ import BDev
         for i in 0..<count {
             let m = Self.make(&rng, live: live, mdStart: mdStart)
             if let only = env("FSCK_ONLY").flatMap(Int.init), only != i { continue }
-            let label = "#\(i) \(m)"
+            let base = i % 2 == 0 ? clean : dirty
+            let label = "#\(i) \(i % 2 == 0 ? "clean" : "dirty") \(m)"
             current.withLock { $0 = label }
             let t0 = MonotonicClock.now()
             deadline.store(t0 + 60_000_000_000, ordering: .relaxed)
