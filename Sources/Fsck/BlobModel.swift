@@ -55,7 +55,8 @@ final class BlobModel: @unchecked Sendable {
 
     var isThin: Bool { flags.isThin || needsThin }
     var allocatedClusters: UInt64 { runs.reduce(0) { $0 + ($1.cluster != 0 ? UInt64($1.length) : 0) } }
-    func xattr(_ name: String) -> [UInt8]? { let n = Array(name.utf8); return xattrs.first { $0.name == n }?.value }
+    func xattr(_ name: String) -> [UInt8]? { xattr(bytes: Array(name.utf8)) }
+    func xattr(bytes n: [UInt8]) -> [UInt8]? { xattrs.first { $0.name == n }?.value }
     var extentPages: [UInt32] { slots.filter { $0 != 0 } }
 
     /// The device cluster of every blob cluster (expanded map; callers bound the size).

@@ -53,6 +53,8 @@ final class FsckRun: @unchecked Sendable {
     var pageOwner: [UInt32: UInt32] = [:]
     var intervals: [(start: UInt32, count: UInt32, owner: UInt32)] = []
 
+    /// Keep every blob's parsed descriptor lists (blobfs-inspect shows them).
+    var keepDescriptors = false
     var isBlobFS = false
     var needsMount = false
     var newSuperBlob: UInt64?

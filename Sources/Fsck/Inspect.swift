@@ -21,6 +21,7 @@ public final class VolumeInspector: @unchecked Sendable {
     /// Read and model the volume (a full read-only check). Run on `reactor`.
     public static func open(bdev: any BlockDevice, reactor: Reactor, name: String? = nil) async -> VolumeInspector {
         let r = FsckRun(bdev: bdev, reactor: reactor, name: name ?? bdev.name, options: FsckOptions(mode: .check, force: true))
+        r.keepDescriptors = true
         await r.run()
         return VolumeInspector(r)
     }

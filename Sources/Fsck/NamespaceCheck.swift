@@ -5,6 +5,17 @@ import BlobFS
 typealias Attrs = InodeRecordCodec.Attributes
 typealias LinkEntry = InodeRecordCodec.LinkEntry
 
+/// The BlobFS xattr names as bytes (looked up for every inode).
+enum XN {
+    static let nameXattr = Array(InodeRecordCodec.nameXattr.utf8)
+    static let lengthXattr = Array(InodeRecordCodec.lengthXattr.utf8)
+    static let symlinkXattr = Array(InodeRecordCodec.symlinkXattr.utf8)
+    static let deletedXattr = Array(InodeRecordCodec.deletedXattr.utf8)
+    static let inodeXattr = Array(InodeRecordCodec.inodeXattr.utf8)
+    static let linksXattr = Array(InodeRecordCodec.linksXattr.utf8)
+    static let intentXattr = Array(InodeRecordCodec.intentXattr.utf8)
+}
+
 /// One inode of the namespace as stored in its blob's xattrs (docs/NAMESPACE.md).
 final class NSNode {
     let blob: BlobModel
@@ -72,17 +83,17 @@ extension FsckRun {
         }
         func name(_ n: NSNode) -> String { "inode \(n.blob.idText)" }
         let referencedAsParent = Set(order.flatMap { n -> [UInt64] in
-            (n.blob.xattr(L.linksXattr).flatMap(L.decodeLinks) ?? []).map(\.parent)
+            (n.blob.xattr(bytes: XN.linksXattr).flatMap(L.decodeLinks) ?? []).map(\.parent)
         })
 
         // Records.
         for n in order {
             let b = n.blob
-            n.nameXattr = b.xattr(L.nameXattr)
-            n.lengthBytes = b.xattr(L.lengthXattr)
+            n.nameXattr = b.xattr(bytes: XN.nameXattr)
+            n.lengthBytes = b.xattr(bytes: XN.lengthXattr)
             n.length = n.lengthBytes.map(le64Value)
-            n.symlink = b.xattr(L.symlinkXattr)
-            if b.xattr(L.deletedXattr) != nil {
+            n.symlink = b.xattr(bytes: XN.symlinkXattr)
+            if b.xattr(bytes: XN.deletedXattr) != nil {
                 n.deleted = true
                 n.gone = true
                 add("ns.deleted", "\(name(n)) is marked is_deleted (it was unlinked while open when the volume went down)",
@@ -90,7 +101,7 @@ extension FsckRun {
                 deletes.append(n.ino)
                 continue
             }
-            if let raw = b.xattr(L.inodeXattr) {
+            if let raw = b.xattr(bytes: XN.inodeXattr) {
                 if let a = L.decodeAttributes(raw) {
                     n.attrs = a
                 } else {
@@ -103,7 +114,7 @@ extension FsckRun {
                         fix: .confirm)
                     edit(n, set: [(L.inodeXattr, L.encodeAttributes(a))])
                 }
-                if let raw = b.xattr(L.linksXattr) {
+                if let raw = b.xattr(bytes: XN.linksXattr) {
                     if let ls = L.decodeLinks(raw) { n.links = ls } else {
                         add("ns.links.malformed", "\(name(n)): its blobfs.links names (\(raw.count) bytes) do not decode, so it has no name",
                             repair: "clear them; the inode goes to /lost+found", fix: .confirm)
@@ -172,7 +183,7 @@ extension FsckRun {
 
         // RENAME_EXCHANGE intents: roll forward (idempotent), then drop the record.
         for n in live where !n.spdk {
-            guard let raw = n.blob.xattr(L.intentXattr) else { continue }
+            guard let raw = n.blob.xattr(bytes: XN.intentXattr) else { continue }
             guard let intent = L.decodeIntent(raw) else {
                 add("ns.intent.malformed", "\(name(n)): its blobfs.intent record does not decode", repair: "remove it", fix: .confirm)
                 edit(n, remove: [L.intentXattr])
@@ -209,7 +220,7 @@ extension FsckRun {
         // equal versions cannot come from a rename, so the later inode goes to lost+found.
         var claims: [[UInt8]: [(NSNode, LinkEntry)]] = [:]
         for n in live where !isRoot(n) { for l in n.links { claims[le64Bytes(l.parent) + l.name, default: []].append((n, l)) } }
-        for (_, cs) in claims.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) where cs.count > 1 {
+        for (_, cs) in claims.filter({ $0.value.count > 1 }).sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
             let best = cs.map(\.1.version).max()!
             let top = cs.filter { $0.1.version == best }.sorted { $0.0.ino < $1.0.ino }
             let winner = top[0].0

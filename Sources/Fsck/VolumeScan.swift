@@ -97,7 +97,19 @@ extension FsckRun {
         if computed == stored {
             let id = page.loadUnaligned(fromByteOffset: 0, as: UInt64.self).littleEndian
             let seq = page.loadUnaligned(fromByteOffset: 8, as: UInt32.self).littleEndian
-            if seq == 0 && id == own { addRoot(k, Array(page), state: .valid) }
+            if seq == 0 && id == own {
+                // The common case, straight from the read buffer: no copy of the page.
+                let area = UnsafeRawBufferPointer(rebasing: page[16..<4088])
+                if let d = try? Descriptor.parseArea(area), !d.contains(where: { if case .unknown = $0 { return true }; return false }) {
+                    let m = BlobModel(index: k)
+                    m.chain = [k]
+                    m.descriptorPages = [d.filter { if case .padding = $0 { return false }; return true }]
+                    nextOf[k] = page.loadUnaligned(fromByteOffset: 4088, as: UInt32.self).littleEndian
+                    blobs.append(m)
+                } else {
+                    addRoot(k, Array(page), state: .valid)
+                }
+            }
             return
         }
         if stored == 0 && isZero(page) { return }
@@ -257,6 +269,7 @@ extension FsckRun {
             var problems: [String] = []
             interpret(m, m.descriptorPages, problems: &problems)
             for p in problems { pending(m, "blob.descriptors", "blob \(m.idText): \(p)") }
+            if !keepDescriptors { m.descriptorPages = [] }   // interpreted; only inspection shows them
         }
     }
 

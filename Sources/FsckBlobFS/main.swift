@@ -237,11 +237,15 @@ final class Progress: @unchecked Sendable {
     private var shown = false
     private var lastPhase = ""
     private var lastPercent = -1
+    private let start = MonotonicClock.now()
     private let lock = Mutex(())
     init(enabled: Bool, verbose: Bool) { self.enabled = enabled; self.verbose = verbose }
     func update(_ phase: String, _ done: UInt64, _ total: UInt64) {
         lock.withLock { _ in
-            if verbose && phase != lastPhase { if shown { printError("\r\u{1B}[K", newline: false); shown = false }; print(phase) }
+            if verbose && phase != lastPhase {
+                if shown { printError("\r\u{1B}[K", newline: false); shown = false }
+                print("\(phase) (at \((MonotonicClock.now() - start) / 1_000_000) ms)")
+            }
             defer { lastPhase = phase }
             guard enabled, phase.hasPrefix("Pass 1"), total >= 16384 else { return }
             let pct = Int(done * 100 / max(total, 1))
