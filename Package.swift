@@ -58,7 +58,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "BlobFSBench", dependencies: [
-            "ToolSupport", "Blobstore", "BlobFS", "BDev", "Reactor", "Platform",
+            "ToolSupport", "Blobstore", "BlobFS", "Fsck", "BDev", "Reactor", "Platform",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Sources/Benchmarks", swiftSettings: swiftSettings),
 

@@ -6,6 +6,7 @@ import BDev
 import Blobstore
 import ToolSupport
 import BlobFS
+import Fsck
 
 /// blobfs-bench: throughput of the blob layer next to the raw block device under it,
 /// same request sizes and queue depths, so the table shows what the blobstore costs.
@@ -20,7 +21,7 @@ struct Bench: ParsableCommand {
 /// Time to mount a volume holding N files (root pages read in batches, index built).
 struct MountBench: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "mount",
-        abstract: "Create N empty files, unmount, and time mounting the volume (malloc and aio).")
+        abstract: "Create N empty files, unmount, and time mounting and checking (fsck -n -f) the volume.")
     @Option(help: "Number of files.") var files = 100_000
     @Option(help: "Files per directory.") var perDirectory = 1000
     @Option(help: "Image file for the aio run.") var aioFile = "/var/tmp/blobfs-bench-mount.img"
@@ -37,7 +38,7 @@ struct MountBench: ParsableCommand {
             let rt = try ToolRuntime(sel, createSize: kind == "aio" ? bytes : nil)
             defer { rt.shutdown(); if kind == "aio" { unlink(aioFile) } }
             let dev = rt.device, r = rt.reactor, n = files, per = perDirectory
-            let (createSecs, mountSecs, unmountSecs) = try rt.run { () async throws -> (Double, Double, Double) in
+            let (createSecs, mountSecs, unmountSecs, fsckSecs) = try rt.run { () async throws -> (Double, Double, Double, Double) in
                 try await FileSystem.format(bdev: dev, reactor: r, clusterSize: 16 << 10, mdPages: pages)
                 var o = MountOptions(); o.commitInterval = 0
                 let fs = try await FileSystem.mount(bdev: dev, reactor: r, options: o)
@@ -56,13 +57,18 @@ struct MountBench: ParsableCommand {
                 let t3 = MonotonicClock.now()
                 precondition(fs2.report.files == n, "mounted \(fs2.report.files) files, expected \(n)")
                 try await fs2.unmount()
-                return (Double(t1 - t0) / 1e9, Double(t3 - t2) / 1e9, Double(t2 - t1) / 1e9)
+                // fsck.blobfs -n -f over the same volume (every metadata page read and judged).
+                let t4 = MonotonicClock.now()
+                let check = await Fsck.run(bdev: dev, reactor: r, options: FsckOptions(mode: .check, force: true))
+                let t5 = MonotonicClock.now()
+                precondition(check.exitCode == 0, "fsck found problems: \(check.findings.map(\.message).prefix(3))")
+                return (Double(t1 - t0) / 1e9, Double(t3 - t2) / 1e9, Double(t2 - t1) / 1e9, Double(t5 - t4) / 1e9)
             }
             rows.append([kind, "\(n)", String(format2(createSecs)) + " s", String(Int(Double(n) / createSecs)) + "/s",
                          String(format2(unmountSecs)) + " s", String(format2(mountSecs)) + " s",
-                         String(format2(mountSecs * 1e6 / Double(n))) + " µs"])
+                         String(format2(mountSecs * 1e6 / Double(n))) + " µs", String(format2(fsckSecs)) + " s"])
         }
-        printTable(["device", "files", "create", "create rate", "unmount", "mount", "mount per file"], rows)
+        printTable(["device", "files", "create", "create rate", "unmount", "mount", "mount per file", "fsck -n -f"], rows)
     }
 }
 
