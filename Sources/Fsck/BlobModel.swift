@@ -48,6 +48,8 @@ final class BlobModel: @unchecked Sendable {
     var drop = false
     /// Extent-table slots whose page must be copied because another blob owns it.
     var sharedSlots: Set<Int> = []
+    /// Deleted as the mount would delete it (is_deleted, a replaced rename target).
+    var nsDelete = false
     /// Clusters to copy before the rewrite: (from, to).
     var copies: [(from: UInt32, to: UInt32)] = []
 

@@ -154,6 +154,16 @@ extension FsckRun {
             }
         }
         let live = order.filter { !$0.gone }
+        for n in live {
+            let f = n.blob.flags
+            if f.dataRO != 0 || f.mdRO & ~BlobFlags.clearMethodMask != 0 {
+                add("ns.readonly", "\(name(n)) is flagged read-only (data_ro \(hexID(f.dataRO)), md_ro \(hexID(f.mdRO))), which BlobFS never sets: its names and data cannot change",
+                    repair: "clear the read-only flags", fix: .confirm)
+                n.blob.flags.dataRO = 0
+                n.blob.flags.mdRO &= BlobFlags.clearMethodMask
+                n.blob.needsRewrite = true
+            }
+        }
 
         // Root directory: the super blob, a directory without names.
         var root: NSNode? = nil
@@ -369,6 +379,19 @@ extension FsckRun {
             if n.spdk { summary.spdkFiles += 1 }
         }
         if root == nil { summary.directories += 1 }
+        // The edits become part of each blob's metadata, written by the raw rewrite (one
+        // root-page commit per inode, whatever the blob's flags say).
+        for e in edits.values {
+            guard let n = nodes[e.blobID], !n.gone else { continue }
+            let m = n.blob
+            for (k, v) in e.set {
+                let name = Array(k.utf8)
+                if let i = m.xattrs.firstIndex(where: { $0.name == name }) { m.xattrs[i].value = v } else { m.xattrs.append(Xattr(name: name, value: v)) }
+            }
+            for k in e.remove { let name = Array(k.utf8); m.xattrs.removeAll { $0.name == name } }
+            m.needsRewrite = true
+        }
+        for id in deletes { nodes[id]?.blob.nsDelete = true }
         nsEdits = edits.values.sorted { $0.blobID < $1.blobID }
         nsNodes = nodes
         nsRoot = root?.ino

@@ -8,29 +8,31 @@ import BlobFS
 /// The repair order. Every step is one atomic metadata-page write (or a flush), and the
 /// volume is loadable after each, or at least no less loadable than before:
 ///
-///  1. Super block: the restored or CRC-fixed super with clean=0, flushed. From here a crash
-///     leaves a dirty store, whose masks the next load rebuilds (so the masks on disk never
-///     matter again during the repair).
-///  2. Drop blobs with nothing salvageable: zero their root pages, flush. Recovery already
-///     ignored them (bad CRC); this makes it final and frees their space.
+///  1. Super block: the restored or CRC-fixed super (and the root directory's id, if it was
+///     lost) with clean=0, flushed. From here a crash leaves a dirty store, whose masks the
+///     next load rebuilds (so the masks on disk never matter again during the repair).
+///  2. Drop blobs with nothing salvageable, and delete the inodes the mount would delete
+///     (is_deleted, the replaced target of an interrupted rename): zero their root pages,
+///     flush. Recovery already ignored the damaged ones (bad CRC); this frees their space.
 ///  3. Pages whose exact bytes were restored (single damaged byte): written in place —
 ///     extent and continuation pages before the root page that leads to them.
-///  4. Blobs whose metadata must change, one at a time: copy cross-linked clusters into
+///  4. Blobs whose metadata must change (damage, cross-links, and the namespace's xattr
+///     edits — names, attributes, lengths), one at a time: copy cross-linked clusters into
 ///     free clusters, flush; write new extent pages and continuation pages to pages free in
 ///     the whole volume, flush; write the root page in place (the commit), flush. Before the
 ///     commit the old root still describes the old blob; the fresh pages are unreferenced.
-///  5. Namespace (BlobFS): load the store with the engine (recovery rebuilds the masks),
-///     change inodes' xattrs and delete blobs through the Blobstore API (each one root-page
-///     commit), unload cleanly.
+///     Written raw, so a blob the engine would not open (flags, a missing snapshot) is
+///     repaired all the same.
+///  5. Load the store with the engine (recovery rebuilds the masks from the repaired
+///     metadata) and unload it cleanly: masks, then a clean super block, flushed.
 ///  6. If names must be reconnected or a root directory created: mount with BlobFS, which
-///     applies its mount rules (docs/NAMESPACE.md), and unmount — a clean unload: masks and
-///     a clean super block, flushed.
+///     applies its mount rules (docs/NAMESPACE.md), and unmount — again a clean unload.
 extension FsckRun {
     func repair() async throws(FsckFailure) {
         var rawOK = false, engineOK = false
         defer { markFixed(raw: rawOK, engine: engineOK) }
         try await writeSuperDirty()
-        let dropped = blobs.filter { $0.drop }
+        let dropped = blobs.filter { $0.drop || $0.nsDelete }
         for m in dropped {
             try checkCancel()
             try await dev.writeZeroes(at: geo.pageOffset(m.index), count: UInt64(geo.pageSize))
@@ -38,12 +40,12 @@ extension FsckRun {
         }
         if !dropped.isEmpty { try await dev.flush() }
         var pageHint = 0
-        for m in blobs where !m.drop && !m.unsupported && !m.needsRewrite && !m.restoredPages.isEmpty {
+        for m in blobs where !m.drop && !m.nsDelete && !m.unsupported && !m.needsRewrite && !m.restoredPages.isEmpty {
             try checkCancel()
             for (p, bytes) in m.restoredPages.sorted(by: { $0.key < $1.key }) where p != m.index { try await writePage(p, bytes) }
             if let r = m.restoredPages[m.index] { try await writePage(m.index, r) }
         }
-        for m in blobs where !m.drop && !m.unsupported && m.needsRewrite {
+        for m in blobs where !m.drop && !m.nsDelete && !m.unsupported && m.needsRewrite {
             try checkCancel()
             try await rewrite(m, pageHint: &pageHint)
         }
@@ -55,8 +57,9 @@ extension FsckRun {
     /// Step 1 (and the dirty mark every repair needs first).
     private func writeSuperDirty() async throws(FsckFailure) {
         var s = sb
-        guard superA.needsRewrite || s.clean != 0 else { return }
+        guard superA.needsRewrite || s.clean != 0 || newSuperBlob != nil else { return }
         s.clean = 0
+        if let root = newSuperBlob { s.superBlob = root }
         var bytes = s.encode()
         // Keep what encode() does not carry over verbatim (it re-derives nothing else).
         let n = max(4096, dev.blockSize)
@@ -171,36 +174,18 @@ extension FsckRun {
     /// Steps 5 and 6. Returns whether they completed.
     private func engineRepairs() async -> Bool {
         let bdev = dev.bdev
-        var ok = true
         do {
+            // Recovery rebuilds the masks from the repaired metadata; unload writes them with
+            // a clean super block.
             let store = try await Blobstore.load(bdev: bdev, reactor: reactor)
             wrote = true
-            for id in deletes {
-                do { try await store.deleteBlob(BlobID(rawValue: id)) }
-                catch { ok = false; note("could not delete blob \(hexID(id)): \(error.message)") }
-            }
-            let gone = Set(deletes)
-            for e in nsEdits where !gone.contains(e.blobID) {
-                do {
-                    let b = try await store.openBlob(BlobID(rawValue: e.blobID))
-                    do {
-                        for (k, v) in e.set { try b.setXattr(k, v) }
-                        for k in e.remove { try b.removeXattr(k) }
-                    } catch {
-                        try? await b.close()
-                        throw error
-                    }
-                    try await b.close()
-                } catch { ok = false; note("could not update inode \(hexID(e.blobID)): \(error)") }
-            }
-            if let s = newSuperBlob { try await store.setSuperBlob(BlobID(rawValue: s)) }
             try await store.unload()
         } catch {
             note("the volume still cannot be loaded after the metadata repairs: \(error.message)")
             add("volume.unloadable", "the blobstore engine refuses the repaired volume: \(error.message)", repair: nil, fix: .none)
             return false
         }
-        guard needsMount else { return ok }
+        guard needsMount else { return true }
         do {
             var o = MountOptions()
             o.commitInterval = 0
@@ -211,7 +196,7 @@ extension FsckRun {
             add("volume.unmountable", "BlobFS refuses the repaired volume: \(error)", repair: nil, fix: .none)
             return false
         }
-        return ok
+        return true
     }
 
     private func markFixed(raw: Bool, engine: Bool) {

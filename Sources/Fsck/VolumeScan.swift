@@ -168,6 +168,9 @@ extension FsckRun {
         let d = tolerantDescriptors(area, problems: &problems)
         for p in problems { pending(m, "desc.malformed", "blob \(m.idText): metadata page \(k): \(p)") }
         m.needsRewrite = true
+        // Malformed under any format version: damage, so the rest (flags included) is
+        // salvaged rather than taken for a newer format.
+        if problems.contains(where: { !$0.hasPrefix("unknown descriptor type") }) { m.suspect = true }
         return d
     }
 
