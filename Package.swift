@@ -21,6 +21,7 @@ let package = Package(
         .executable(name: "blobfs-bench", targets: ["BlobFSBench"]),
         .executable(name: "fsck.blobfs", targets: ["FsckBlobFS"]),
         .executable(name: "blobfs-inspect", targets: ["BlobFSInspect"]),
+        .executable(name: "blobfs-nvme", targets: ["BlobFSNVMe"]),
         .library(name: "Blobstore", targets: ["Blobstore"]),
     ],
     dependencies: [
@@ -40,7 +41,9 @@ let package = Package(
                 swiftSettings: swiftSettings),
 
         .target(name: "Reactor", dependencies: ["Platform"], swiftSettings: swiftSettings),
-        .target(name: "BDev", dependencies: ["Platform", "Reactor"], swiftSettings: swiftSettings),
+        // The user-space NVMe driver (controller, queues, PRPs); BDev adapts it to BlockDevice.
+        .target(name: "NVMe", dependencies: ["Platform", "CPlatformShim"], swiftSettings: swiftSettings),
+        .target(name: "BDev", dependencies: ["Platform", "Reactor", "NVMe"], swiftSettings: swiftSettings),
         .target(name: "Blobstore", dependencies: ["BDev", "Reactor", "Platform"], swiftSettings: swiftSettings),
         .target(name: "BlobFS", dependencies: ["Blobstore", "BDev", "Reactor", "Platform"], swiftSettings: swiftSettings),
         .target(name: "FUSEFrontend", dependencies: ["BlobFS", "Reactor", "Platform", "CFuse3"], swiftSettings: swiftSettings),
@@ -61,6 +64,11 @@ let package = Package(
             "ToolSupport", "Blobstore", "BlobFS", "Fsck", "BDev", "Reactor", "Platform",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Sources/Benchmarks", swiftSettings: swiftSettings),
+
+        .executableTarget(name: "BlobFSNVMe", dependencies: [
+            "ToolSupport", "Blobstore", "BDev", "Reactor", "Platform",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: swiftSettings),
 
         // fsck.blobfs / blobfs-inspect: checker, repairer and inspector over the raw format.
         .target(name: "Fsck", dependencies: ["Blobstore", "BlobFS", "BDev", "Reactor", "Platform"], swiftSettings: swiftSettings),

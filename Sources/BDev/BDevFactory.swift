@@ -13,7 +13,10 @@ public func openBDev(_ entry: BDevConfig.Entry) throws(BDevError) -> any BlockDe
     case .aio(let name, let filename, let blockSize):
         return try AIOBDev(name: name, path: filename, blockSize: blockSize)
     case .nvme(let name, let trtype, let traddr):
-        throw BDevError(.notSupported, "bdev \(entry.bdevName) (NVMe controller \(name), \(trtype) \(traddr)): "
-                                      + "user-space NVMe bdev is not available in this build")
+        guard trtype.lowercased() == "pcie" else {
+            throw BDevError(.notSupported, "bdev \(entry.bdevName) (NVMe controller \(name)): transport type \"\(trtype)\" "
+                                          + "is not supported; only PCIe (a local controller driven from user space)")
+        }
+        return try NVMeBDev(name: entry.bdevName, address: traddr)
     }
 }

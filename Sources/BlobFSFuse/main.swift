@@ -16,6 +16,7 @@ struct BlobFSFuse: ParsableCommand {
         blobfs-fuse [options] DEVICE|IMAGE MOUNTPOINT
         blobfs-fuse [options] --malloc SIZE MOUNTPOINT
         blobfs-fuse [options] -c CONFIG.json -b BDEV MOUNTPOINT
+        blobfs-fuse [options] --nvme PCI-ADDRESS MOUNTPOINT
         """,
         discussion: """
         Serves the volume until it is unmounted (fusermount3 -u MOUNTPOINT, umount) or the \
@@ -27,6 +28,9 @@ struct BlobFSFuse: ParsableCommand {
         Volumes written by SPDK BlobFS mount with their files in /.
 
         --malloc SIZE formats a fresh in-memory volume (contents vanish at unmount).
+
+        --nvme PCI-ADDRESS drives an NVMe controller from user space (no kernel block \
+        layer): bind it to vfio-pci or uio_pci_generic first (scripts/nvme-setup); see docs/NVME.md.
 
         MOUNT OPTIONS (-o, comma separated): ro, rw, allow_other, default_permissions (on \
         by default; nodefault_permissions turns it off), fsname=NAME, commit=SECONDS \
@@ -60,6 +64,9 @@ struct BlobFSFuse: ParsableCommand {
     @Option(name: .customLong("malloc"), help: ArgumentHelp("Format and mount a fresh RAM volume of SIZE.", valueName: "SIZE"))
     var malloc: String?
 
+    @Option(name: .customLong("nvme"), help: ArgumentHelp("Mount the volume on this NVMe controller, driven from user space (bound to vfio-pci or uio_pci_generic).", valueName: "PCI-ADDRESS"))
+    var nvme: String?
+
     @Option(name: [.customShort("c"), .long], help: ArgumentHelp("SPDK-style JSON bdev configuration.", valueName: "FILE"))
     var config: String?
 
@@ -74,7 +81,7 @@ struct BlobFSFuse: ParsableCommand {
         var opts = try parseMountOptions()
         if readOnly { opts.readOnly = true }
         let selection: DeviceSelection
-        do { selection = try DeviceSelection.from(path: deviceArg, malloc: malloc, config: config, bdev: bdev) }
+        do { selection = try DeviceSelection.from(path: deviceArg, malloc: malloc, config: config, bdev: bdev, nvme: nvme) }
         catch { throw ValidationError(error.message) }
         var st = stat()
         guard stat(mountpoint, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
@@ -93,12 +100,12 @@ struct BlobFSFuse: ParsableCommand {
     }
 
     private func splitPositional() throws -> (String?, String) {
-        let needsDevice = malloc == nil && config == nil
+        let needsDevice = malloc == nil && config == nil && nvme == nil
         switch (positional.count, needsDevice) {
         case (2, true): return (positional[0], positional[1])
         case (1, false): return (nil, positional[0])
         case (_, true): throw ValidationError("expected DEVICE|IMAGE and MOUNTPOINT")
-        default: throw ValidationError("expected only MOUNTPOINT with --malloc or -c/-b")
+        default: throw ValidationError("expected only MOUNTPOINT with --malloc, --nvme or -c/-b")
         }
     }
 
@@ -174,6 +181,7 @@ struct BlobFSFuse: ParsableCommand {
         case .path(let p): fo.fsname = o.fsname ?? p
         case .malloc: fo.fsname = o.fsname ?? "blobfs-malloc"
         case .config(_, let b): fo.fsname = o.fsname ?? "bdev:\(b)"
+        case .nvme(let a): fo.fsname = o.fsname ?? "nvme:\(a)"
         }
         fo.readOnly = o.readOnly
         fo.allowOther = o.allowOther

@@ -81,3 +81,51 @@ uint32_t shim_crc32c_hw(uint32_t crc, const void *buf, size_t len) {
 int shim_crc32c_hw_available(void) { return 0; }
 uint32_t shim_crc32c_hw(uint32_t crc, const void *buf, size_t len) { (void)buf; (void)len; return crc; }
 #endif
+
+// ---- User-space PCI device access ----
+#include <sys/mman.h>
+#include <linux/vfio.h>
+#include <string.h>
+
+const int shim_MAP_HUGETLB = MAP_HUGETLB;
+const int shim_MAP_POPULATE = MAP_POPULATE;
+const int shim_MAP_LOCKED = MAP_LOCKED;
+const uint32_t shim_VFIO_PCI_BAR0_REGION_INDEX = VFIO_PCI_BAR0_REGION_INDEX;
+const uint32_t shim_VFIO_PCI_CONFIG_REGION_INDEX = VFIO_PCI_CONFIG_REGION_INDEX;
+const uint32_t shim_VFIO_REGION_INFO_FLAG_MMAP = VFIO_REGION_INFO_FLAG_MMAP;
+
+int shim_vfio_get_api_version(int container_fd) { return ioctl(container_fd, VFIO_GET_API_VERSION); }
+int shim_vfio_type1_supported(int container_fd, int *type) {
+    if (ioctl(container_fd, VFIO_CHECK_EXTENSION, VFIO_TYPE1v2_IOMMU) == 1) { *type = VFIO_TYPE1v2_IOMMU; return 1; }
+    if (ioctl(container_fd, VFIO_CHECK_EXTENSION, VFIO_TYPE1_IOMMU) == 1) { *type = VFIO_TYPE1_IOMMU; return 1; }
+    return 0;
+}
+int shim_vfio_set_iommu(int container_fd, int type) { return ioctl(container_fd, VFIO_SET_IOMMU, type); }
+int shim_vfio_group_viable(int group_fd) {
+    struct vfio_group_status st = { .argsz = sizeof st };
+    if (ioctl(group_fd, VFIO_GROUP_GET_STATUS, &st) != 0) return -1;
+    return (st.flags & VFIO_GROUP_FLAGS_VIABLE) ? 1 : 0;
+}
+int shim_vfio_group_set_container(int group_fd, int container_fd) {
+    return ioctl(group_fd, VFIO_GROUP_SET_CONTAINER, &container_fd);
+}
+int shim_vfio_group_get_device_fd(int group_fd, const char *name) {
+    return ioctl(group_fd, VFIO_GROUP_GET_DEVICE_FD, name);
+}
+int shim_vfio_region_info(int device_fd, uint32_t index, uint64_t *offset, uint64_t *size, uint32_t *flags) {
+    struct vfio_region_info info = { .argsz = sizeof info, .index = index };
+    if (ioctl(device_fd, VFIO_DEVICE_GET_REGION_INFO, &info) != 0) return -1;
+    *offset = info.offset; *size = info.size; *flags = info.flags;
+    return 0;
+}
+int shim_vfio_map_dma(int container_fd, uint64_t vaddr, uint64_t iova, uint64_t size) {
+    struct vfio_iommu_type1_dma_map m = {
+        .argsz = sizeof m, .flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
+        .vaddr = vaddr, .iova = iova, .size = size };
+    return ioctl(container_fd, VFIO_IOMMU_MAP_DMA, &m);
+}
+int shim_vfio_unmap_dma(int container_fd, uint64_t iova, uint64_t size) {
+    struct vfio_iommu_type1_dma_unmap u = { .argsz = sizeof u, .iova = iova, .size = size };
+    return ioctl(container_fd, VFIO_IOMMU_UNMAP_DMA, &u);
+}
+int shim_vfio_device_reset(int device_fd) { return ioctl(device_fd, VFIO_DEVICE_RESET); }

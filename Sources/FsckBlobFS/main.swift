@@ -65,6 +65,9 @@ struct FsckBlobFS: ParsableCommand {
     @Flag(name: .customShort("v"), help: "Verbose: every pass, notes and timings.")
     var verbose = false
 
+    @Option(name: .customLong("nvme"), help: ArgumentHelp("NVMe controller to check, driven from user space (bound to vfio-pci or uio_pci_generic).", valueName: "PCI-ADDRESS"))
+    var nvme: String?
+
     @Option(name: [.customShort("c"), .long], help: ArgumentHelp("SPDK-style JSON bdev configuration.", valueName: "FILE"))
     var config: String?
 
@@ -82,7 +85,7 @@ struct FsckBlobFS: ParsableCommand {
 
     private func check() -> Int32 {
         let selection: DeviceSelection
-        do { selection = try DeviceSelection.from(path: device, malloc: nil, config: config, bdev: bdev) } catch {
+        do { selection = try DeviceSelection.from(path: device, malloc: nil, config: config, bdev: bdev, nvme: nvme) } catch {
             printError("fsck.blobfs: \(error.message)")
             return FsckExit.usage
         }

@@ -29,12 +29,17 @@ struct Mkfs: ParsableCommand {
         mkfs.blobfs refuses to overwrite an existing blobstore, a known filesystem or \
         partition table, or a block device in use, unless -f is given.
 
+        --nvme drives an NVMe controller from user space, with no kernel block layer: \
+        the PCI function must be bound to vfio-pci or uio_pci_generic first \
+        (scripts/nvme-setup bind ADDRESS vfio|uio); see docs/NVME.md.
+
         EXIT STATUS: 0 on success, 1 on failure, 64 on a usage error.
 
         EXAMPLES:
           mkfs.blobfs -s 1G volume.img
           mkfs.blobfs -C 64K -N 65536 /dev/nvme0n1
           mkfs.blobfs -c bdev.json -b Aio0
+          mkfs.blobfs --nvme 0000:00:04.0   (see scripts/nvme-setup to bind it)
         """)
 
     @Argument(help: ArgumentHelp("Block device or image file to format.", valueName: "DEVICE|IMAGE"))
@@ -57,6 +62,9 @@ struct Mkfs: ParsableCommand {
 
     @Option(name: [.customLong("malloc")], help: ArgumentHelp("Format a RAM device of SIZE (for testing; gone on exit).", valueName: "SIZE"))
     var malloc: String?
+
+    @Option(name: .customLong("nvme"), help: ArgumentHelp("Format the NVMe controller's namespace, driven from user space (bound to vfio-pci or uio_pci_generic).", valueName: "PCI-ADDRESS"))
+    var nvme: String?
 
     @Option(name: [.customShort("c"), .long], help: ArgumentHelp("SPDK-style JSON bdev configuration.", valueName: "FILE"))
     var config: String?
@@ -86,7 +94,7 @@ struct Mkfs: ParsableCommand {
     }
 
     private func format() throws(ToolError) {
-        let selection = try DeviceSelection.from(path: device, malloc: malloc, config: config, bdev: bdev)
+        let selection = try DeviceSelection.from(path: device, malloc: malloc, config: config, bdev: bdev, nvme: nvme)
         var createSize: UInt64? = nil
         if let s = size {
             do { createSize = try parseByteSize(s) } catch { throw .usage("--size: \(error)") }
@@ -119,6 +127,14 @@ struct Mkfs: ParsableCommand {
         let rt = try ToolRuntime(selection, blockSize: blockSize, createSize: createSize)
         defer { rt.shutdown() }
         let dev = rt.device
+        // Devices without a path (config bdevs, NVMe) are probed through the bdev itself.
+        switch selection {
+        case .config, .nvme:
+            if !force, let existing = ExistingContent.probe(rt) {
+                throw ToolError("\(selection) contains \(existing); use -f to overwrite it")
+            }
+        case .path, .malloc: break
+        }
         var opts = BlobstoreInitOptions()
         opts.clusterSize = UInt32(cluster)
         opts.bstype = SuperBlock.bstypeBlobFS

@@ -18,7 +18,25 @@ public enum ExistingContent: Equatable, CustomStringConvertible {
 
     /// Probe the first 68 KiB of `path`.
     public static func probe(_ path: String) -> ExistingContent? {
-        guard let head = ToolRuntime.readHead(path, count: 4096) else { return nil }
+        probe { count, offset in ToolRuntime.readHead(path, count: count, offset: offset) }
+    }
+
+    /// Probe the first 68 KiB of an opened device (bdevs of a config, NVMe).
+    public static func probe(_ rt: ToolRuntime) -> ExistingContent? {
+        let dev = rt.device
+        let length = (68 << 10 + dev.blockSize - 1) / dev.blockSize * dev.blockSize
+        guard dev.byteCount >= UInt64(length) else { return nil }
+        let buffer = dev.allocateBuffer(byteCount: length)
+        guard (try? rt.run { try await dev.read(offsetBlocks: 0, into: buffer) }) != nil else { return nil }
+        let bytes = Array(buffer.bytes)
+        return probe { count, offset in
+            Int(offset) + count <= bytes.count ? Array(bytes[Int(offset)..<Int(offset) + count]) : nil
+        }
+    }
+
+    /// Probe with `read(count, offset)`, which returns nil when the bytes are not there.
+    static func probe(_ read: (Int, Int64) -> [UInt8]?) -> ExistingContent? {
+        guard let head = read(4096, 0) else { return nil }
         if let sb = try? head.withUnsafeBytes({ (b) throws(FormatError) in try SuperBlock.decode(b) }) {
             let t = String(decoding: sb.bstype.prefix { $0 != 0 }, as: UTF8.self)
             return .blobstore(bstype: t, clean: sb.isClean)
@@ -32,8 +50,8 @@ public enum ExistingContent: Equatable, CustomStringConvertible {
         if at(4086, Array("SWAPSPACE2".utf8)) { return .filesystem("swap") }
         if at(3, Array("NTFS    ".utf8)) { return .filesystem("NTFS") }
         if at(82, Array("FAT32   ".utf8)) || at(54, Array("FAT16   ".utf8)) || at(54, Array("FAT12   ".utf8)) { return .filesystem("FAT") }
-        if let b = ToolRuntime.readHead(path, count: 8, offset: 65600), b == Array("_BHRfS_M".utf8) { return .filesystem("btrfs") }
-        if let g = ToolRuntime.readHead(path, count: 8, offset: 512), g == Array("EFI PART".utf8) { return .partitionTable("GPT") }
+        if let b = read(8, 65600), b == Array("_BHRfS_M".utf8) { return .filesystem("btrfs") }
+        if let g = read(8, 512), g == Array("EFI PART".utf8) { return .partitionTable("GPT") }
         if head[510] == 0x55 && head[511] == 0xAA && head[446..<510].contains(where: { $0 != 0 }) { return .partitionTable("MBR") }
         return nil
     }

@@ -5,26 +5,34 @@ import BDev
 import Blobstore
 
 /// Where a tool's block device comes from: an image file / block device path, a fresh
-/// RAM device (`--malloc SIZE`), or an SPDK-style JSON config plus a bdev name.
+/// RAM device (`--malloc SIZE`), an SPDK-style JSON config plus a bdev name, or an NVMe
+/// controller driven from user space (`--nvme PCI-ADDRESS`).
 public enum DeviceSelection: Sendable, CustomStringConvertible {
     case path(String)
     case malloc(bytes: UInt64)
     case config(file: String, bdev: String)
+    case nvme(address: String)
 
     public var description: String {
         switch self {
         case .path(let p): return p
         case .malloc(let n): return "malloc (\(formatBytes(n)))"
         case .config(let f, let b): return "\(b) from \(f)"
+        case .nvme(let a): return "NVMe \(a)"
         }
     }
 
     /// Build from the usual command-line pieces, with a usage error when they conflict.
-    public static func from(path: String?, malloc: String?, config: String?, bdev: String?) throws(ToolError) -> DeviceSelection {
-        let given = [path != nil, malloc != nil, config != nil].filter { $0 }.count
+    public static func from(path: String?, malloc: String?, config: String?, bdev: String?,
+                            nvme: String? = nil) throws(ToolError) -> DeviceSelection {
+        let given = [path != nil, malloc != nil, config != nil, nvme != nil].filter { $0 }.count
         if given != 1 {
-            throw .usage(given == 0 ? "no device given: name a DEVICE or IMAGE, --malloc SIZE, or -c CONFIG -b BDEV"
-                                    : "give only one of DEVICE/IMAGE, --malloc and -c/--config")
+            throw .usage(given == 0 ? "no device given: name a DEVICE or IMAGE, --malloc SIZE, -c CONFIG -b BDEV, or --nvme PCI-ADDRESS"
+                                    : "give only one of DEVICE/IMAGE, --malloc, -c/--config and --nvme")
+        }
+        if let a = nvme {
+            if bdev != nil { throw .usage("-b/--bdev goes with -c/--config") }
+            return .nvme(address: a)
         }
         if let m = malloc {
             do { return .malloc(bytes: try parseByteSize(m)) } catch { throw .usage("--malloc: \(error)") }
@@ -70,6 +78,8 @@ public final class ToolRuntime: @unchecked Sendable {
             case .config(let file, let bdev):
                 let cfg = try BDevConfig.load(path: file)
                 device = try openBDev(try cfg.entry(named: bdev))
+            case .nvme(let address):
+                device = try NVMeBDev(name: "Nvme0n1", address: address)
             case .path(let p):
                 let bs = blockSize ?? Self.existingIOUnitSize(p) ?? 4096
                 device = try AIOBDev(name: name, path: p, blockSize: DeviceFile.isBlockDevicePath(p) ? nil : bs,

@@ -40,4 +40,43 @@ int shim_fstatfs_type(int fd, int64_t *out);
 /// Hardware CRC32C step over `len` bytes (SSE4.2 when available, else returns -1 from shim_crc32c_hw_available).
 int shim_crc32c_hw_available(void);
 uint32_t shim_crc32c_hw(uint32_t crc, const void *buf, size_t len);
+
+// ---- User-space PCI device access (NVMe driver) ----
+
+/// Memory-mapped device registers: volatile accesses the compiler may not merge,
+/// reorder or elide. x86 keeps MMIO accesses in program order; the fences order
+/// ordinary memory (DMA rings) against them.
+static inline uint32_t shim_mmio_read32(const volatile void *base, size_t off) {
+    return *(const volatile uint32_t *)((const volatile char *)base + off);
+}
+static inline void shim_mmio_write32(volatile void *base, size_t off, uint32_t v) {
+    *(volatile uint32_t *)((volatile char *)base + off) = v;
+}
+/// Volatile load of ordinary memory a device writes by DMA (completion queue entries).
+static inline uint32_t shim_dma_read32(const volatile void *p) { return *(const volatile uint32_t *)p; }
+/// Full fence: stores to DMA memory are visible before a following doorbell write.
+static inline void shim_memory_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+/// Acquire fence: loads of a completion entry happen after its phase bit was seen.
+static inline void shim_acquire_fence(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
+
+extern const int shim_MAP_HUGETLB;
+extern const int shim_MAP_POPULATE;
+extern const int shim_MAP_LOCKED;
+extern const uint32_t shim_VFIO_PCI_BAR0_REGION_INDEX;
+extern const uint32_t shim_VFIO_PCI_CONFIG_REGION_INDEX;
+extern const uint32_t shim_VFIO_REGION_INFO_FLAG_MMAP;
+
+/// VFIO ioctls (linux/vfio.h). Each returns the ioctl's result, -1 with errno on failure.
+int shim_vfio_get_api_version(int container_fd);
+/// 1 when the container supports the type1 IOMMU (v2 preferred), with *type set to it.
+int shim_vfio_type1_supported(int container_fd, int *type);
+int shim_vfio_set_iommu(int container_fd, int type);
+/// 1 when every device of the group is bound to a VFIO driver (viable), 0 when not.
+int shim_vfio_group_viable(int group_fd);
+int shim_vfio_group_set_container(int group_fd, int container_fd);
+int shim_vfio_group_get_device_fd(int group_fd, const char *name);
+int shim_vfio_region_info(int device_fd, uint32_t index, uint64_t *offset, uint64_t *size, uint32_t *flags);
+int shim_vfio_map_dma(int container_fd, uint64_t vaddr, uint64_t iova, uint64_t size);
+int shim_vfio_unmap_dma(int container_fd, uint64_t iova, uint64_t size);
+int shim_vfio_device_reset(int device_fd);
 #endif
