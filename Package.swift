@@ -84,6 +84,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["BDev", "Reactor"], path: "Sources/TestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "PlatformTests", dependencies: ["Platform"], swiftSettings: swiftSettings),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "Platform"], swiftSettings: swiftSettings),
+        .testTarget(name: "NVMeTests", dependencies: ["NVMe", "Platform"], swiftSettings: swiftSettings),
         .testTarget(name: "BDevTests", dependencies: ["BDev", "Reactor", "Platform", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "BlobstoreFormatTests", dependencies: ["Blobstore", "Platform", "TestSupport"],
                     swiftSettings: swiftSettings),
