@@ -206,6 +206,7 @@ public final class NVMeBDev: BlockDevice, @unchecked Sendable {
         let slot = slots[index]
         let bytes = chunk.blocks * blockSize
         var command: Command
+        var carriesData = true  // the bounce buffer is the command's data (PRPs needed)
         switch chunk.op {
         case .read:
             command = .readWrite(.read, namespace: namespaceID, lba: chunk.lba, blocks: chunk.blocks)
@@ -217,14 +218,17 @@ public final class NVMeBDev: BlockDevice, @unchecked Sendable {
             command = .readWrite(.write, namespace: namespaceID, lba: chunk.lba, blocks: chunk.blocks)
         case .writeZeroes:
             command = .writeZeroes(namespace: namespaceID, lba: chunk.lba, blocks: chunk.blocks)
+            carriesData = false
         case .deallocate:
             Command.storeRange(lba: chunk.lba, blocks: UInt32(chunk.blocks), to: slot.bounce)
             command = .deallocate(namespace: namespaceID, rangeCount: 1)
             command.prp1 = memory.iova(of: slot.bounce)
+            carriesData = false
         case .flush:
             command = .flush(namespace: namespaceID)
+            carriesData = false
         }
-        if [.read, .write, .zeroFill].contains(chunk.op) {
+        if carriesData {
             let (prp1, prp2) = PRP.build(firstIOVA: memory.iova(of: slot.bounce), byteCount: bytes,
                                          pageIOVA: { memory.iova(of: slot.bounce + $0 * nvmePageSize) },
                                          list: (slot.prpList, memory.iova(of: slot.prpList)))
