@@ -179,9 +179,8 @@ reset_to_kernel() {
 bench() {
     backend=$1; shift
     run blobfs-nvme bench "$@" --seconds "$BENCH_SECONDS" > "/tmp/bench-$backend.out"
-    cat "/tmp/bench-$backend.out"
+    sed "s/^BENCH /BENCH-RESULT $backend /" "/tmp/bench-$backend.out"
     grep -q '^BENCH ' "/tmp/bench-$backend.out" || fail "no BENCH lines in the output"
-    sed -n "s/^BENCH /BENCH-RESULT $backend /p" "/tmp/bench-$backend.out"
 }
 
 # ---------------------------------------------------------------- runs
