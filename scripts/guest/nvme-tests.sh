@@ -157,7 +157,8 @@ bind_user_space() {
             ;;
         uio)
             [ "$drv" = uio_pci_generic ] || fail "driver is '$drv', expected uio_pci_generic"
-            ls "/sys/bus/pci/devices/$ADDR/uio" | grep -q '^uio' || fail "no uio device under $ADDR"
+            set -- "/sys/bus/pci/devices/$ADDR/uio"/uio*
+            [ -e "$1" ] || fail "no uio device under $ADDR"
             ls -l /dev/uio*
             ;;
     esac
@@ -212,7 +213,7 @@ functional_run() {
     step kernel-fsck kernel_fsck
     step kernel-fuse fuse_round_trip "$KDEV"
     step hugepages reserve_hugepages
-    step bind-$MODE bind_user_space
+    step "bind-$MODE" bind_user_space
     user_space_steps
     step reset reset_to_kernel
     # The kernel driver reads what the user-space driver left: a clean volume.
@@ -224,7 +225,7 @@ bench_run() {
     step device check_device
     step bench-aio bench aio --aio "$KDEV"
     step hugepages reserve_hugepages
-    step bind-$MODE bind_user_space
+    step "bind-$MODE" bind_user_space
     step bench-nvme bench nvme --nvme "$ADDR"
     step reset reset_to_kernel
 }
