@@ -171,6 +171,30 @@ nvme_selftest() { run blobfs-nvme selftest --nvme "$ADDR"; }
 nvme_mkfs() { run mkfs.blobfs -f --nvme "$ADDR"; }
 nvme_fsck() { run fsck.blobfs -n --nvme "$ADDR"; }
 
+# kill -9 of the daemon: what was fsynced survives; the controller is left enabled with
+# its queues live (no shutdown), which the next attach must take down first (CC.EN=1,
+# CSTS.RDY=1 at bring-up); the volume is recovered at mount and is consistent after.
+nvme_kill_and_recover() {
+    [ -f /tmp/payload ] || dd if=/dev/urandom of=/tmp/payload bs=1M count=4 2>/dev/null
+    mount_blobfs --nvme "$ADDR"
+    run dd if=/tmp/payload of="$MNT/synced" bs=1M conv=fsync   # fsync before close
+    mkdir "$MNT/synced-dir"
+    run sync "$MNT/synced-dir" "$MNT"                          # busybox sync FILE: fsync each (fsyncdir)
+    echo "not synced" > "$MNT/unsynced"
+    pid=$(fuse_daemon_pids)
+    [ -n "$pid" ] || fail "no blobfs-fuse daemon"
+    echo "+ kill -9 $pid"
+    kill -9 "$pid"
+    i=0
+    while [ -n "$(fuse_daemon_pids)" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    umount "$MNT" 2>/dev/null || umount -l "$MNT"
+    mount_blobfs --nvme "$ADDR"
+    cmp /tmp/payload "$MNT/synced" || fail "fsynced file lost or changed after kill -9"
+    [ -d "$MNT/synced-dir" ] || fail "fsynced directory lost after kill -9"
+    ls -l "$MNT"
+    unmount_blobfs
+}
+
 reset_to_kernel() {
     run nvme-setup reset "$ADDR"
     wait_for_kernel_namespace
@@ -204,6 +228,7 @@ user_space_steps() {
     step selftest nvme_selftest
     step nvme-mkfs nvme_mkfs
     step nvme-fuse fuse_round_trip --nvme "$ADDR"
+    step nvme-kill-9 nvme_kill_and_recover
     step nvme-fsck nvme_fsck
 }
 
