@@ -13,9 +13,10 @@ import NVMe
 /// everything it placed, and delivers finished requests. At most `queueDepth` commands are
 /// outstanding.
 ///
-/// Data goes through per-slot bounce buffers in DMA memory (a copy on each side): callers'
-/// buffers are ordinary process memory, which the device cannot reach under UIO and which
-/// VFIO would have to map per request. The copy is a memcpy per 4 KiB–MDTS chunk.
+/// Data: `allocateBuffer` hands out DMA memory (a `DMABufferPool`), and a chunk whose data
+/// lies in such a buffer is transferred in place (zero copy). Any other buffer is ordinary
+/// process memory, which the device cannot reach under UIO and which VFIO would have to
+/// map per request: such chunks go through the slot's bounce buffer (a memcpy).
 ///
 /// Failure: a command that has not completed after `ioTimeoutNanoseconds`, or a controller
 /// reporting fatal status (checked every 1024 polls while commands are outstanding), fails
@@ -43,6 +44,9 @@ public final class NVMeBDev: BlockDevice, @unchecked Sendable {
 
     private let queue: QueuePair
     private let memory: DMARegion
+    /// DMA memory for callers' buffers; nil when it could not be allocated (then every
+    /// transfer is bounce-buffered).
+    private let pool: DMABufferPool?
     private var slots: [Slot]
     private var freeSlots: [Int]
     private var backlog: [Chunk] = []
@@ -82,11 +86,14 @@ public final class NVMeBDev: BlockDevice, @unchecked Sendable {
         let prpList: UnsafeMutableRawPointer
         var chunk: Chunk?
         var submittedAt: UInt64 = 0
+        /// The chunk's data is in the caller's (DMA) buffer, not the bounce buffer.
+        var isDirect = false
     }
 
     /// Attach the NVMe controller at PCI `address` (bound to vfio-pci or uio_pci_generic)
     /// and expose its first active namespace.
-    public init(name: String, address: String, queueDepth: Int = 64) throws(BDevError) {
+    /// - Parameter bufferPoolBytes: DMA memory for zero-copy caller buffers (`allocateBuffer`).
+    public init(name: String, address: String, queueDepth: Int = 64, bufferPoolBytes: Int = 64 << 20) throws(BDevError) {
         let what = "nvme bdev \(name) (\(address))"
         guard let pci = PCIAddress(address) else {
             throw BDevError(.invalidArgument, "\(what): invalid PCI address (expected DDDD:BB:DD.F, e.g. 0000:00:04.0)")
@@ -128,6 +135,12 @@ public final class NVMeBDev: BlockDevice, @unchecked Sendable {
                 slots.append(Slot(bounce: bounce, prpList: list))
             }
             queue = try controller.createIOQueuePair(id: 1, entries: entries)
+            // Blocks up to one command's transfer (a power of two): a buffer of that size
+            // or less is transferred in place.
+            var largest = DMABufferPool.minBlock
+            while largest * 2 <= transfer { largest *= 2 }
+            pool = bufferPoolBytes > 0 ? (try? device.allocateDMA(byteCount: bufferPoolBytes))
+                .map { DMABufferPool(region: $0, maxBlock: largest) } : nil
             self.name = name
             self.address = pci
             self.controller = controller
@@ -146,7 +159,8 @@ public final class NVMeBDev: BlockDevice, @unchecked Sendable {
             let atomic = atomicBlocks * ns.blockSize
             physicalBlockSize = atomic <= nvmePageSize && atomic & (atomic - 1) == 0 ? atomic : ns.blockSize
             ioMode = "user-space NVMe over \(device.accessKind.uppercased()), polled, queue depth \(depth), "
-                + "\(transfer / 1024) KiB per command, bounce-buffered"
+                + "\(transfer / 1024) KiB per command, "
+                + (pool.map { "zero copy for its own buffers (\($0.region.size >> 20) MiB pool)" } ?? "bounce-buffered (no DMA buffer pool)")
         } catch {
             throw fail(error)
         }
@@ -206,13 +220,18 @@ public final class NVMeBDev: BlockDevice, @unchecked Sendable {
         let slot = slots[index]
         let bytes = chunk.blocks * blockSize
         var command: Command
-        var carriesData = true  // the bounce buffer is the command's data (PRPs needed)
+        var carriesData = true  // PRPs needed
+        // Where the device reads or writes the data: the caller's DMA buffer or the bounce buffer.
+        var data = slot.bounce, dataRegion = memory
+        var isDirect = false
         switch chunk.op {
-        case .read:
-            command = .readWrite(.read, namespace: namespaceID, lba: chunk.lba, blocks: chunk.blocks)
-        case .write:
-            Self.gather(chunk.request.buffers, offset: chunk.byteOffset, count: bytes, into: slot.bounce)
-            command = .readWrite(.write, namespace: namespaceID, lba: chunk.lba, blocks: chunk.blocks)
+        case .read, .write:
+            if let (p, region) = directData(chunk, bytes: bytes) {
+                (data, dataRegion, isDirect) = (p, region, true)
+            } else if chunk.op == .write {
+                Self.gather(chunk.request.buffers, offset: chunk.byteOffset, count: bytes, into: slot.bounce)
+            }
+            command = .readWrite(chunk.op == .read ? .read : .write, namespace: namespaceID, lba: chunk.lba, blocks: chunk.blocks)
         case .zeroFill:
             slot.bounce.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
             command = .readWrite(.write, namespace: namespaceID, lba: chunk.lba, blocks: chunk.blocks)
@@ -229,8 +248,9 @@ public final class NVMeBDev: BlockDevice, @unchecked Sendable {
             carriesData = false
         }
         if carriesData {
-            let (prp1, prp2) = PRP.build(firstIOVA: memory.iova(of: slot.bounce), byteCount: bytes,
-                                         pageIOVA: { memory.iova(of: slot.bounce + $0 * nvmePageSize) },
+            let firstPage = data - Int(UInt(bitPattern: data) % UInt(nvmePageSize))
+            let (prp1, prp2) = PRP.build(firstIOVA: dataRegion.iova(of: data), byteCount: bytes,
+                                         pageIOVA: { dataRegion.iova(of: firstPage + $0 * nvmePageSize) },
                                          list: (slot.prpList, memory.iova(of: slot.prpList)))
             command.prp1 = prp1
             command.prp2 = prp2
@@ -238,7 +258,27 @@ public final class NVMeBDev: BlockDevice, @unchecked Sendable {
         command.commandID = UInt16(index)
         queue.push(command)
         slots[index].chunk = chunk
+        slots[index].isDirect = isDirect
         slots[index].submittedAt = MonotonicClock.now()
+    }
+
+    /// The chunk's data, when it is one piece of a caller's buffer from the DMA pool.
+    private func directData(_ chunk: Chunk, bytes: Int) -> (UnsafeMutableRawPointer, DMARegion)? {
+        guard let pool else { return nil }
+        var skip = chunk.byteOffset
+        for b in chunk.request.buffers {
+            if skip >= b.count { skip -= b.count; continue }
+            guard skip + bytes <= b.count, let base = b.baseAddress else { return nil }
+            let p = base + skip
+            return pool.region.contains(p, count: bytes) ? (p, pool.region) : nil
+        }
+        return nil
+    }
+
+    /// Memory for this device's transfers: from the DMA pool (moved without a copy) when
+    /// it has room, else ordinary aligned memory (bounce-buffered).
+    public func allocateBuffer(byteCount: Int) -> AlignedBuffer {
+        pool?.allocate(byteCount: byteCount) ?? AlignedBuffer(count: byteCount, alignment: bufferAlignment)
     }
 
     // MARK: Polling
@@ -278,7 +318,7 @@ public final class NVMeBDev: BlockDevice, @unchecked Sendable {
         freeSlots.append(index)
         let request = chunk.request
         if c.status.isSuccess {
-            if chunk.op == .read {
+            if chunk.op == .read && !slots[index].isDirect {
                 Self.scatter(slots[index].bounce, count: chunk.blocks * blockSize, into: request.buffers, offset: chunk.byteOffset)
             }
         } else if request.error == nil {

@@ -116,6 +116,21 @@ struct SelfTest: ParsableCommand {
             }
             return "\(mt / 1024) KiB per command"
         }
+        check("buffers outside the DMA pool (bounce-buffered) and inside it (in place)") {
+            let size = 3 * mt + 4096, lba: UInt64 = 3 << 15
+            let data = pattern(size, seed: 4242)
+            let plain = AlignedBuffer(count: size, alignment: 4096)  // ordinary memory
+            plain.bytes.copyBytes(from: data)
+            try rt.run { try await dev.write(offsetBlocks: lba, from: plain) }
+            let direct = dev.allocateBuffer(byteCount: mt)            // pool memory: one command's worth
+            try rt.run { try await dev.read(offsetBlocks: lba + UInt64(mt / bs), into: direct) }
+            guard Array(direct.bytes) == Array(data[mt..<2 * mt]) else { throw Failure("in-place read differs") }
+            let back = AlignedBuffer(count: size, alignment: 4096)
+            try rt.run { try await dev.read(offsetBlocks: lba, into: back) }
+            guard Array(back.bytes) == data else { throw Failure("bounce-buffered read differs") }
+            written.append((lba, data))
+            return ""
+        }
         check("scatter/gather lists split across commands") {
             let sizes = [4096, 3 * 4096, mt, 2 * 4096]
             let total = sizes.reduce(0, +)

@@ -23,6 +23,8 @@ public final class AlignedBuffer: @unchecked Sendable {
     public let count: Int
     private let numaBacked: Bool
     public let numaNode: Int?
+    /// For memory owned by someone else (a device's DMA pool): how to give it back.
+    private let release: (@Sendable (UnsafeMutableRawPointer) -> Void)?
 
     /// - Parameters:
     ///   - count: bytes (rounded up to at least 1).
@@ -46,9 +48,22 @@ public final class AlignedBuffer: @unchecked Sendable {
             self.numaNode = nil
         }
         self.count = count
+        release = nil
+    }
+    /// Memory from another allocator (`count` bytes at `base`, suitably aligned), handed
+    /// back with `release` when the buffer is freed — on whichever thread frees it.
+    public init(borrowing base: UnsafeMutableRawPointer, count: Int,
+                release: @escaping @Sendable (UnsafeMutableRawPointer) -> Void) {
+        baseAddress = base
+        self.count = count
+        numaBacked = false
+        numaNode = nil
+        self.release = release
     }
     deinit {
-        if numaBacked { numa_free(baseAddress, max(count, 1)) } else { free(baseAddress) }
+        if let release { release(baseAddress) }
+        else if numaBacked { numa_free(baseAddress, max(count, 1)) }
+        else { free(baseAddress) }
     }
     public var bytes: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(start: baseAddress, count: count) }
     public func zero() { memset(baseAddress, 0, count) }

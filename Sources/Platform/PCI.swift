@@ -1,5 +1,6 @@
 import Glibc
 import CPlatformShim
+import Synchronization
 
 // User-space access to a PCI function, as SPDK's env layer gives its NVMe driver:
 // BAR0 mapped into the process, bus mastering switched on, and memory the device may
@@ -129,6 +130,46 @@ public final class DMARegion: @unchecked Sendable {
         guard start + byteCount <= size else { return nil }
         used = start + byteCount
         return base + start
+    }
+}
+
+/// Buffers in DMA memory for a device's callers, so their data needs no copy: power-of-two
+/// blocks from 4 KiB to `maxBlock`, each size on its own free list, carved from `region`
+/// on first use and reused after (no coalescing: I/O buffer sizes repeat). Thread-safe:
+/// buffers are freed wherever their last reference goes. `allocate` returns nil when the
+/// pool is exhausted or the size is above `maxBlock`; the caller falls back to ordinary memory.
+public final class DMABufferPool: Sendable {
+    public let region: DMARegion
+    public static let minBlock = 4096
+    public let maxBlock: Int
+    private struct State {
+        /// Free blocks per size class, as addresses.
+        var free: [[UInt]]
+    }
+    private let state: Mutex<State>
+    private let classCount: Int
+
+    public init(region: DMARegion, maxBlock: Int) {
+        precondition(maxBlock >= Self.minBlock && maxBlock & (maxBlock - 1) == 0)
+        self.region = region
+        self.maxBlock = maxBlock
+        classCount = maxBlock.trailingZeroBitCount - Self.minBlock.trailingZeroBitCount + 1
+        state = Mutex(State(free: Array(repeating: [], count: classCount)))
+    }
+
+    public func allocate(byteCount: Int) -> AlignedBuffer? {
+        let size = max(Self.minBlock, byteCount)
+        guard size <= maxBlock else { return nil }
+        let blockClass = (Int.bitWidth - (size - 1).leadingZeroBitCount) - Self.minBlock.trailingZeroBitCount
+        let blockSize = Self.minBlock << blockClass
+        let address: UInt? = state.withLock { s in
+            if let a = s.free[blockClass].popLast() { return a }
+            return region.carve(blockSize, alignment: Self.minBlock).map { UInt(bitPattern: $0) }
+        }
+        guard let address, let block = UnsafeMutableRawPointer(bitPattern: address) else { return nil }
+        return AlignedBuffer(borrowing: block, count: byteCount) { [self] _ in
+            state.withLock { $0.free[blockClass].append(address) }
+        }
     }
 }
 

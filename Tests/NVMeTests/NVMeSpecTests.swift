@@ -156,3 +156,24 @@ import Testing
         #expect(seen == (0..<9).map(UInt16.init) && qp.outstanding == 0)
     }
 }
+
+@Suite struct DMABufferPoolTests {
+    @Test func sizeClassesReuseAndExhaustion() {
+        let memory = AlignedBuffer(count: 1 << 20, alignment: 4096)
+        let region = DMARegion(base: memory.baseAddress, size: memory.count, granule: 1 << 20, granuleIOVA: [0x4000_0000])
+        let pool = DMABufferPool(region: region, maxBlock: 256 << 10)
+        #expect(pool.allocate(byteCount: 512 << 10) == nil)        // above the largest block: caller falls back
+        var a: AlignedBuffer? = pool.allocate(byteCount: 5000)     // an 8 KiB block
+        let first = a!.baseAddress
+        #expect(a!.count == 5000 && region.contains(first, count: 8192) && Int(bitPattern: first) % 4096 == 0)
+        #expect(region.iova(of: first) == 0x4000_0000)
+        let b = pool.allocate(byteCount: 8192)!
+        #expect(b.baseAddress == first + 8192)
+        a = nil                                                    // freed: its block is reused
+        #expect(pool.allocate(byteCount: 6000)!.baseAddress == first)
+        var held: [AlignedBuffer] = []
+        while let c = pool.allocate(byteCount: 256 << 10) { held.append(c) }
+        #expect(held.count == 3)                                   // 1 MiB less the 16 KiB used, in 256 KiB blocks
+        withExtendedLifetime(b) {}
+    }
+}
