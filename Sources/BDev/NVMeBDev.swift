@@ -13,6 +13,10 @@ import NVMe
 /// everything it placed, and delivers finished requests. At most `queueDepth` commands are
 /// outstanding.
 ///
+/// Data pointers: one SGL Data Block descriptor when the controller supports SGLs and the
+/// data is contiguous in IOVA space (always under VFIO, within a hugepage under UIO), else
+/// PRPs (PRP1/PRP2 or a PRP list page per slot).
+///
 /// Data: `allocateBuffer` hands out DMA memory (a `DMABufferPool`), and a chunk whose data
 /// lies in such a buffer is transferred in place (zero copy). Any other buffer is ordinary
 /// process memory, which the device cannot reach under UIO and which VFIO would have to
@@ -247,7 +251,10 @@ public final class NVMeBDev: BlockDevice, @unchecked Sendable {
             command = .flush(namespace: namespaceID)
             carriesData = false
         }
-        if carriesData {
+        if carriesData, controller.identity.supportsSGL, let iova = dataRegion.contiguousIOVA(of: data, count: bytes) {
+            // One descriptor for the whole transfer: the controller need not walk a page list.
+            command.dataBlock = (iova, UInt32(bytes))
+        } else if carriesData {
             let firstPage = data - Int(UInt(bitPattern: data) % UInt(nvmePageSize))
             let (prp1, prp2) = PRP.build(firstIOVA: dataRegion.iova(of: data), byteCount: bytes,
                                          pageIOVA: { dataRegion.iova(of: firstPage + $0 * nvmePageSize) },

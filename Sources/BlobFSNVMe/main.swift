@@ -60,7 +60,7 @@ func describe(_ dev: NVMeBDev) -> String {
     NVMe version:     \(v >> 16).\((v >> 8) & 0xFF).\(v & 0xFF)
     MDTS:             \(id.maxTransferBytes(minPageSize: c.capabilities.minPageSize).map { "\($0 / 1024) KiB" } ?? "no limit"), per command here: \(dev.maxTransferBytes / 1024) KiB
     queues:           up to \(c.capabilities.maxQueueEntries) entries, doorbell stride \(c.capabilities.doorbellStride)
-    optional:         write zeroes \(id.supportsWriteZeroes ? "yes" : "no"), deallocate \(id.supportsDatasetManagement ? "yes" : "no"), volatile write cache \(id.volatileWriteCache ? "yes" : "no")
+    optional:         SGLs \(id.supportsSGL ? "yes" : "no"), write zeroes \(id.supportsWriteZeroes ? "yes" : "no"), deallocate \(id.supportsDatasetManagement ? "yes" : "no"), volatile write cache \(id.volatileWriteCache ? "yes" : "no")
     namespace:        \(dev.namespaceID): \(dev.blockCount) blocks of \(dev.blockSize) bytes (\(formatBytes(dev.byteCount))), atomic write unit \(dev.physicalBlockSize) bytes
     driven as:        \(dev.ioMode)
     """

@@ -84,6 +84,9 @@ public struct Command: Sendable {
     public var cdw13: UInt32 = 0
     public var cdw14: UInt32 = 0
     public var cdw15: UInt32 = 0
+    /// When set, the data pointer is one SGL Data Block descriptor (PSDT = 01b) over an
+    /// IOVA-contiguous buffer, instead of PRP1/PRP2.
+    public var dataBlock: (address: UInt64, length: UInt32)?
 
     public init(opcode: UInt8) { self.opcode = opcode }
     init(_ op: AdminOpcode) { opcode = op.rawValue }
@@ -94,10 +97,17 @@ public struct Command: Sendable {
     /// Write the entry to `p` (64 bytes, in queue memory).
     public func store(to p: UnsafeMutableRawPointer) {
         p.initializeMemory(as: UInt8.self, repeating: 0, count: Self.size)
-        p.storeBytes(of: (UInt32(opcode) | UInt32(commandID) << 16).littleEndian, toByteOffset: 0, as: UInt32.self)
+        let psdt: UInt32 = dataBlock == nil ? 0 : 1 << 14
+        p.storeBytes(of: (UInt32(opcode) | psdt | UInt32(commandID) << 16).littleEndian, toByteOffset: 0, as: UInt32.self)
         p.storeBytes(of: namespaceID.littleEndian, toByteOffset: 4, as: UInt32.self)
-        p.storeBytes(of: prp1.littleEndian, toByteOffset: 24, as: UInt64.self)
-        p.storeBytes(of: prp2.littleEndian, toByteOffset: 32, as: UInt64.self)
+        if let block = dataBlock {
+            // SGL1: address, length, 3 reserved bytes, identifier 00h (Data Block, address).
+            p.storeBytes(of: block.address.littleEndian, toByteOffset: 24, as: UInt64.self)
+            p.storeBytes(of: block.length.littleEndian, toByteOffset: 32, as: UInt32.self)
+        } else {
+            p.storeBytes(of: prp1.littleEndian, toByteOffset: 24, as: UInt64.self)
+            p.storeBytes(of: prp2.littleEndian, toByteOffset: 32, as: UInt64.self)
+        }
         for (i, dw) in [cdw10, cdw11, cdw12, cdw13, cdw14, cdw15].enumerated() {
             p.storeBytes(of: dw.littleEndian, toByteOffset: 40 + 4 * i, as: UInt32.self)
         }
@@ -244,6 +254,9 @@ public struct ControllerIdentity: Sendable {
     public var volatileWriteCache: Bool
     /// AWUPF: atomic write unit under power fail, in logical blocks (0-based).
     public var atomicWriteUnitPowerFail: UInt16
+    /// SGLS bits 1:0: SGLs for NVM commands (01b: any alignment, 10b: dword-aligned).
+    public var sglSupport: UInt32
+    public var supportsSGL: Bool { sglSupport & 3 != 0 }
 
     public var supportsDatasetManagement: Bool { optionalNVMCommands & (1 << 2) != 0 }
     public var supportsWriteZeroes: Bool { optionalNVMCommands & (1 << 3) != 0 }
@@ -271,6 +284,7 @@ public struct ControllerIdentity: Sendable {
         optionalNVMCommands = u16(520)
         volatileWriteCache = d[525] & 1 == 1
         atomicWriteUnitPowerFail = u16(528)
+        sglSupport = u32(536)
     }
 }
 

@@ -123,6 +123,13 @@ public final class DMARegion: @unchecked Sendable {
         return granuleIOVA[off / granule] + UInt64(off % granule)
     }
 
+    /// The bus address of `count` bytes at `p` when they are contiguous in IOVA space (in one granule).
+    public func contiguousIOVA(of p: UnsafeRawPointer, count: Int) -> UInt64? {
+        let off = UnsafeRawPointer(base).distance(to: p)
+        guard off >= 0, off + count <= size, off / granule == (off + count - 1) / granule else { return nil }
+        return granuleIOVA[off / granule] + UInt64(off % granule)
+    }
+
     /// A piece of the region, aligned to `alignment`; nil when the region is used up.
     /// Pieces are never returned: the region is sized for its owner's lifetime at open.
     public func carve(_ byteCount: Int, alignment: Int = 4096) -> UnsafeMutableRawPointer? {

@@ -81,12 +81,13 @@ import Testing
         d[520] = 0b1100                                            // ONCS: DSM, write zeroes
         d[525] = 1                                                 // VWC
         d[528] = 7                                                 // AWUPF (0-based)
+        d[536] = 1                                                 // SGLS: supported
         let id = d.withUnsafeBytes { ControllerIdentity(decoding: $0) }
         #expect(id.vendorID == 0x1B36 && id.serialNumber == "SN123" && id.modelNumber == "QEMU NVMe Ctrl")
         #expect(id.firmwareRevision == "8.0.0" && id.version == 0x10400 && id.namespaceCount == 256)
         #expect(id.maxTransferBytes(minPageSize: 4096) == 512 << 10)
         #expect(id.supportsDatasetManagement && id.supportsWriteZeroes && id.volatileWriteCache)
-        #expect(id.atomicWriteUnitPowerFail == 7)
+        #expect(id.atomicWriteUnitPowerFail == 7 && id.supportsSGL)
         d[77] = 0
         #expect(d.withUnsafeBytes { ControllerIdentity(decoding: $0) }.maxTransferBytes(minPageSize: 4096) == nil)
     }
@@ -175,5 +176,28 @@ import Testing
         while let c = pool.allocate(byteCount: 256 << 10) { held.append(c) }
         #expect(held.count == 3)                                   // 1 MiB less the 16 KiB used, in 256 KiB blocks
         withExtendedLifetime(b) {}
+    }
+}
+
+@Suite struct SGLTests {
+    @Test func dataBlockDescriptorReplacesPRPs() {
+        var c = Command.readWrite(.read, namespace: 1, lba: 0, blocks: 1024)
+        c.commandID = 3
+        c.prp1 = 0xDEAD_0000  // ignored when an SGL is given
+        c.dataBlock = (0x1_0000_2000, 512 << 10)
+        var raw = [UInt8](repeating: 0xFF, count: 64)
+        raw.withUnsafeMutableBytes { c.store(to: $0.baseAddress!) }
+        #expect(raw[0] == 0x02 && raw[1] == 0x40 && raw[2] == 3)      // opcode, PSDT = 01b (bits 15:14), CID
+        #expect(Array(raw[24..<32]) == [0, 0x20, 0, 0, 1, 0, 0, 0])    // address
+        #expect(Array(raw[32..<40]) == [0, 0, 8, 0, 0, 0, 0, 0])       // length 512 KiB, reserved, type 00h
+    }
+
+    @Test func contiguityFollowsGranules() {
+        let memory = AlignedBuffer(count: 8192, alignment: 4096)
+        let region = DMARegion(base: memory.baseAddress, size: 8192, granule: 4096, granuleIOVA: [0x9000, 0x3000])
+        #expect(region.contiguousIOVA(of: memory.baseAddress + 100, count: 3996) == 0x9064)
+        #expect(region.contiguousIOVA(of: memory.baseAddress + 4000, count: 200) == nil)   // crosses into another granule
+        #expect(region.contiguousIOVA(of: memory.baseAddress + 4096, count: 4096) == 0x3000)
+        #expect(region.contiguousIOVA(of: memory.baseAddress + 4096, count: 4097) == nil)  // past the end
     }
 }
