@@ -6,7 +6,8 @@ import Reactor
 /// Metadata-page and super-block I/O for one store: page index ↔ device blocks, and
 /// batched reads that coalesce neighbouring pages into large sequential requests
 /// (mount reads only used metadata, in big batches: see docs/ARCHITECTURE.md).
-struct MetadataIO {
+/// The batched reads are public: fsck.blobfs reads the metadata region with them too.
+public struct MetadataIO {
     let bdev: any BlockDevice
     /// Bytes per metadata page slot (super.md_page_size, ≥ 4096).
     let pageSize: Int
@@ -14,10 +15,15 @@ struct MetadataIO {
     let mdStart: UInt64
     let mdLen: UInt32
 
+    /// `pageSize` must be a multiple of the device block size.
+    public init(bdev: any BlockDevice, pageSize: Int, mdStart: UInt64, mdLen: UInt32) {
+        self.bdev = bdev; self.pageSize = pageSize; self.mdStart = mdStart; self.mdLen = mdLen
+    }
+
     /// Largest single read when coalescing pages.
-    static let maxBatchBytes = 1 << 20
+    public static let maxBatchBytes = 1 << 20
     /// Reads in flight at once during batched loads.
-    static let maxInFlight = 8
+    public static let maxInFlight = 8
 
     var blocksPerPage: UInt64 { UInt64(pageSize / bdev.blockSize) }
     func block(ofPage index: UInt32) -> UInt64 { (mdStart + UInt64(index)) * blocksPerPage }
@@ -52,15 +58,27 @@ struct MetadataIO {
     /// pages into large reads with several in flight. Calls `body(index, pageBytes)` for
     /// each requested index, in ascending index order, with the slot's first 4096 bytes.
     func readPages(_ indices: [UInt32], _ body: (UInt32, UnsafeRawBufferPointer) throws(BlobstoreError) -> Void) async throws(BlobstoreError) {
-        let sorted = Array(Set(indices)).sorted()
-        guard !sorted.isEmpty else { return }
-        if let bad = sorted.last, bad >= mdLen {
+        if let bad = indices.max(), bad >= mdLen {
             throw .corrupt("metadata page \(bad) is beyond the metadata region (\(mdLen) pages)")
         }
-        // Build runs: [first, last] with gaps of at most `maxGap` pages, ≤ maxBatchBytes.
+        try await readPages(indices, readFailed: { _, e in BlobstoreError(e) }, body)
+    }
+
+    /// `readPages` for any caller: every index must be below `mdLen`. `beforeEachWindow`
+    /// runs before each group of reads is issued (throw from it to stop, e.g. when
+    /// cancelled); `readFailed(firstPage, error)` turns a failed read into the error thrown.
+    public func readPages<E: Error>(_ indices: [UInt32], beforeEachWindow: () throws(E) -> Void = {},
+                                    readFailed: (UInt32, BDevError) -> E,
+                                    _ body: (UInt32, UnsafeRawBufferPointer) throws(E) -> Void) async throws(E) {
+        let sorted = Array(Set(indices)).sorted()
+        guard let lastIndex = sorted.last else { return }
+        precondition(lastIndex < mdLen, "metadata page \(lastIndex) beyond the metadata region (\(mdLen) pages)")
+        // Build runs: [first, last] with gaps of at most `maxGap` pages, ≤ maxBatchBytes;
+        // each run's requested pages are a slice of `sorted`.
         let pagesPerBatch = max(1, Self.maxBatchBytes / pageSize)
         let maxGap: UInt32 = 8
-        var runs: [(first: UInt32, last: UInt32, members: ArraySlice<UInt32>)] = []
+        var runs: [(first: UInt32, last: UInt32)] = []
+        var members: [ArraySlice<UInt32>] = []
         var i = 0
         while i < sorted.count {
             let start = i
@@ -69,24 +87,37 @@ struct MetadataIO {
             while i < sorted.count, sorted[i] - last <= maxGap, Int(sorted[i] - sorted[start]) < pagesPerBatch {
                 last = sorted[i]; i += 1
             }
-            runs.append((sorted[start], last, sorted[start..<i]))
+            runs.append((sorted[start], last))
+            members.append(sorted[start..<i])
         }
-        // Issue runs in windows of maxInFlight; deliver each window in order.
+        try await readRuns(runs, beforeEachWindow: beforeEachWindow, readFailed: readFailed) { (k, run, bytes) throws(E) in
+            for idx in members[k] {
+                let off = Int(idx - run.first) * pageSize
+                try body(idx, UnsafeRawBufferPointer(rebasing: bytes[off..<(off + FormatConstants.structPageSize)]))
+            }
+        }
+    }
+
+    /// Read runs of consecutive page slots `[first, last]` (each at most `maxBatchBytes`,
+    /// all below `mdLen`), one request per run and `maxInFlight` requests at a time, and
+    /// hand each run's bytes (every slot, `pageSize` apart) to `body(runIndex, run, bytes)`
+    /// in order. `beforeEachWindow` and `readFailed` as for `readPages`.
+    public func readRuns<E: Error>(_ runs: [(first: UInt32, last: UInt32)], beforeEachWindow: () throws(E) -> Void = {},
+                                   readFailed: (UInt32, BDevError) -> E,
+                                   _ body: (Int, (first: UInt32, last: UInt32), UnsafeRawBufferPointer) throws(E) -> Void) async throws(E) {
         var w = 0
         while w < runs.count {
+            try beforeEachWindow()
             let window = runs[w..<min(w + Self.maxInFlight, runs.count)]
             let buffers = window.map { bdev.allocateBuffer(byteCount: Int($0.last - $0.first + 1) * pageSize) }
             let requests = zip(window, buffers).map { run, buf in
                 BDevRequest.read(offsetBlocks: block(ofPage: run.first), buffers: [buf.bytes])
             }
             let results = await performAll(bdev, requests)
-            withExtendedLifetime(buffers) {}
+            withExtendedLifetime(buffers) {}   // the requests hold raw pointers into them
             for (k, (run, buf)) in zip(window, buffers).enumerated() {
-                if case .failure(let e) = results[k] { throw BlobstoreError(e) }
-                for idx in run.members {
-                    let off = Int(idx - run.first) * pageSize
-                    try body(idx, UnsafeRawBufferPointer(buf.slice(off, FormatConstants.structPageSize)))
-                }
+                if case .failure(let e) = results[k] { throw readFailed(run.first, e) }
+                try body(w + k, run, UnsafeRawBufferPointer(buf.bytes))
             }
             w += window.count
         }

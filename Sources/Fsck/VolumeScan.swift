@@ -1,5 +1,6 @@
 import Glibc
 import Platform
+import BDev
 import Blobstore
 
 /// The masks as stored on disk (only read when the super block says they are valid).
@@ -66,26 +67,22 @@ extension FsckRun {
     func scanPages() async throws(FsckFailure) {
         let mdLen = UInt32(geo.mdLen)
         let ps = geo.pageSize
-        let perRequest = max(1, RawDevice.maxRequestBytes / ps)
-        var ranges: [(offset: UInt64, count: Int)] = []
-        var firsts: [UInt32] = []
+        let perRun = UInt32(max(1, MetadataIO.maxBatchBytes / ps))
+        var runs: [(first: UInt32, last: UInt32)] = []
         var k: UInt32 = 0
         while k < mdLen {
-            let n = min(UInt32(perRequest), mdLen - k)
-            ranges.append((geo.pageOffset(k), Int(n) * ps))
-            firsts.append(k)
+            let n = min(perRun, mdLen - k)
+            runs.append((k, k + n - 1))
             k += n
         }
         let total = UInt64(mdLen)
         var done: UInt64 = 0
-        try await dev.readRanges(ranges, cancelled: options.isCancelled) { (i, buf) throws(FsckFailure) in
-            let first = firsts[i]
-            let n = buf.count / ps
-            for j in 0..<n {
-                let page = UnsafeRawBufferPointer(rebasing: buf[(j * ps)..<(j * ps + 4096)])
-                examine(first + UInt32(j), page)
+        try await metadata.readRuns(runs, beforeEachWindow: checkCancel, readFailed: readFailure) { (_, run, buf) throws(FsckFailure) in
+            for p in run.first...run.last {
+                let o = Int(p - run.first) * ps
+                examine(p, UnsafeRawBufferPointer(rebasing: buf[o..<(o + 4096)]))
             }
-            done += UInt64(n)
+            done += UInt64(run.last - run.first + 1)
             options.progress?("Pass 1: metadata pages", done, total)
         }
     }
@@ -181,26 +178,25 @@ extension FsckRun {
 
     // MARK: Pass 2: chains and extent pages
 
-    /// Read the given metadata pages (struct page bytes), coalescing neighbours.
+    /// The metadata region, read with the engine's batched reads (neighbouring pages
+    /// coalesced into large requests, several in flight).
+    var metadata: MetadataIO {
+        MetadataIO(bdev: dev.bdev, pageSize: geo.pageSize, mdStart: geo.mdStart, mdLen: UInt32(geo.mdLen))
+    }
+
+    /// A failed read of the metadata run starting at page `first`.
+    func readFailure(_ first: UInt32, _ error: BDevError) -> FsckFailure {
+        FsckFailure("\(dev.bdev.name): read error at byte \(geo.pageOffset(first)): \(error)")
+    }
+
+    /// Read the given metadata pages (struct page bytes), coalescing neighbours; pages
+    /// beyond the metadata region are left out.
     func readPages(_ indices: [UInt32]) async throws(FsckFailure) -> [UInt32: [UInt8]] {
-        let sorted = Array(Set(indices)).filter { $0 < UInt32(geo.mdLen) }.sorted()
-        guard !sorted.isEmpty else { return [:] }
-        let ps = geo.pageSize
-        let maxPages = UInt32(max(1, RawDevice.maxRequestBytes / ps))
-        var runs: [(first: UInt32, last: UInt32)] = []
-        for p in sorted {
-            if let r = runs.last, p - r.last <= 8, p - r.first < maxPages { runs[runs.count - 1].last = p }
-            else { runs.append((p, p)) }
-        }
+        let mdLen = UInt32(geo.mdLen)
         var out: [UInt32: [UInt8]] = [:]
-        let wanted = Set(sorted)
-        try await dev.readRanges(runs.map { (geo.pageOffset($0.first), Int($0.last - $0.first + 1) * ps) },
-                                 cancelled: options.isCancelled) { (i, buf) throws(FsckFailure) in
-            let r = runs[i]
-            for p in r.first...r.last where wanted.contains(p) {
-                let o = Int(p - r.first) * ps
-                out[p] = Array(UnsafeRawBufferPointer(rebasing: buf[o..<(o + 4096)]))
-            }
+        try await metadata.readPages(indices.filter { $0 < mdLen }, beforeEachWindow: checkCancel,
+                                     readFailed: readFailure) { (p, page) throws(FsckFailure) in
+            out[p] = Array(page)
         }
         return out
     }
