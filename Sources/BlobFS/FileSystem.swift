@@ -113,7 +113,7 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
             let length = x[XattrName.spdkLength].map(leU64) ?? 0
             let capacity = info.numClusters * clusterSize
             var node: Inode
-            if let raw = x[XattrName.inode], let attrs = InodeAttributes.decode(raw) {
+            if let raw = x[XattrName.inode], let attrs = InodeRecordCodec.Attributes.decode(raw) {
                 let links = x[XattrName.links].flatMap(LinkCodec.decode) ?? []
                 // A regular file's length is bounded by its allocation (spec §9.4); a
                 // symlink's is its target's, with no clusters.
@@ -137,8 +137,8 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
                 // A "/" inside an SPDK name (RocksDB-style path) cannot be a leaf name here.
                 name = name.map { $0 == UInt8(ascii: "/") ? UInt8(ascii: "_") : $0 }
                 if name.isEmpty { name = Array("blob-\(info.id)".utf8) }
-                let attrs = InodeAttributes(mode: UInt32(S_IFREG) | 0o644, uid: 0, gid: 0, rdev: 0,
-                                            atime: .zero, mtime: .zero, ctime: .zero, generation: 0)
+                let attrs = InodeRecordCodec.Attributes(mode: UInt32(S_IFREG) | 0o644, uid: 0, gid: 0, rdev: 0,
+                                                        atime: .zero, mtime: .zero, ctime: .zero, generation: 0)
                 node = Inode(ino: ino, blobID: info.id, attrs: attrs, size: min(length, capacity),
                              links: [Link(parent: rootInodeNumber, name: name, version: 0)], legacySPDK: true,
                              numClusters: info.numClusters)
@@ -161,8 +161,8 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
         }
         if root == nil {
             let now = Timestamp.now()
-            let attrs = InodeAttributes(mode: UInt32(S_IFDIR) | 0o755, uid: 0, gid: 0, rdev: 0,
-                                        atime: now, mtime: now, ctime: now, generation: 0)
+            let attrs = InodeRecordCodec.Attributes(mode: UInt32(S_IFDIR) | 0o755, uid: 0, gid: 0, rdev: 0,
+                                                    atime: now, mtime: now, ctime: now, generation: 0)
             if store.readOnly {
                 root = Inode(ino: rootInodeNumber, blobID: BlobID(rawValue: FormatConstants.noBlob), attrs: attrs, size: 0,
                              links: [], legacySPDK: true, numClusters: 0)

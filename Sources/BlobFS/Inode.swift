@@ -7,7 +7,7 @@ import Blobstore
 final class Inode {
     let ino: InodeNumber
     let blobID: BlobID
-    var attrs: InodeAttributes
+    var attrs: InodeRecordCodec.Attributes
     var size: UInt64
     var links: [Link]
     var symlinkTarget: [UInt8]?
@@ -36,7 +36,7 @@ final class Inode {
     /// Directories only.
     var directory: Directory?
 
-    init(ino: InodeNumber, blobID: BlobID, attrs: InodeAttributes, size: UInt64, links: [Link],
+    init(ino: InodeNumber, blobID: BlobID, attrs: InodeRecordCodec.Attributes, size: UInt64, links: [Link],
          legacySPDK: Bool, numClusters: UInt64) {
         self.ino = ino
         self.blobID = blobID

@@ -8,7 +8,7 @@ import Blobstore
 /// | `name`           | SPDK BlobFS: "/" + first link's leaf name + NUL                 |
 /// | `length`         | SPDK BlobFS: file size, u64 LE                                  |
 /// | `is_deleted`     | SPDK BlobFS: 0x01 — unlinked while open; deleted at next mount  |
-/// | `blobfs.inode`   | attributes (`InodeAttributes.encode`, versioned)               |
+/// | `blobfs.inode`   | attributes (`InodeRecordCodec.Attributes.encode`, versioned)   |
 /// | `blobfs.links`   | the names of this inode: (parent ino, version, leaf name)…       |
 /// | `blobfs.symlink` | symlink target                                                 |
 /// | `blobfs.intent`  | roll-forward of a RENAME_EXCHANGE (see `ExchangeIntent`)        |
@@ -43,16 +43,9 @@ struct Link: Equatable, Sendable {
     var version: UInt64
 }
 
-struct InodeAttributes: Equatable, Sendable {
-    var mode: UInt32
-    var uid: UInt32
-    var gid: UInt32
-    var rdev: UInt64
-    var atime: Timestamp
-    var mtime: Timestamp
-    var ctime: Timestamp
-    var generation: UInt64
-
+/// `blobfs.inode`: the attributes (`InodeRecordCodec.Attributes`, the one type the
+/// file system and the tools below the mount share), versioned.
+extension InodeRecordCodec.Attributes {
     static let formatVersion: UInt8 = 1
     static let encodedSize = 1 + 4 + 4 + 4 + 8 + 3 * 12 + 8
 
@@ -64,7 +57,7 @@ struct InodeAttributes: Equatable, Sendable {
         b.appendLE(generation)
         return b
     }
-    static func decode(_ b: [UInt8]) -> InodeAttributes? {
+    static func decode(_ b: [UInt8]) -> Self? {
         guard b.count >= encodedSize, b[0] == formatVersion else { return nil }
         var r = ByteReader(b, at: 1)
         let mode: UInt32 = r.le(), uid: UInt32 = r.le(), gid: UInt32 = r.le(), rdev: UInt64 = r.le()
@@ -74,7 +67,7 @@ struct InodeAttributes: Equatable, Sendable {
             times.append(Timestamp(seconds: Int64(bitPattern: s), nanoseconds: min(ns, 999_999_999)))
         }
         let gen: UInt64 = r.le()
-        return InodeAttributes(mode: mode, uid: uid, gid: gid, rdev: rdev, atime: times[0], mtime: times[1], ctime: times[2], generation: gen)
+        return Self(mode: mode, uid: uid, gid: gid, rdev: rdev, atime: times[0], mtime: times[1], ctime: times[2], generation: gen)
     }
 }
 

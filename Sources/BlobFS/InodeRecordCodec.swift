@@ -22,7 +22,8 @@ public enum InodeRecordCodec {
     /// Links name the root directory as parent inode 1, whatever its blob id.
     public static let rootParent: UInt64 = rootInodeNumber
 
-    /// `blobfs.inode`: attributes of an inode.
+    /// `blobfs.inode`: attributes of an inode (also what the file system keeps in memory;
+    /// the encoding is in InodeRecord.swift).
     public struct Attributes: Equatable, Sendable {
         public var mode: UInt32
         public var uid: UInt32
@@ -61,16 +62,8 @@ public enum InodeRecordCodec {
         public var to: LinkEntry
     }
 
-    public static func decodeAttributes(_ b: [UInt8]) -> Attributes? {
-        InodeAttributes.decode(b).map {
-            Attributes(mode: $0.mode, uid: $0.uid, gid: $0.gid, rdev: $0.rdev, atime: $0.atime, mtime: $0.mtime,
-                       ctime: $0.ctime, generation: $0.generation)
-        }
-    }
-    public static func encodeAttributes(_ a: Attributes) -> [UInt8] {
-        InodeAttributes(mode: a.mode, uid: a.uid, gid: a.gid, rdev: a.rdev, atime: a.atime, mtime: a.mtime,
-                        ctime: a.ctime, generation: a.generation).encode()
-    }
+    public static func decodeAttributes(_ b: [UInt8]) -> Attributes? { Attributes.decode(b) }
+    public static func encodeAttributes(_ a: Attributes) -> [UInt8] { a.encode() }
     public static func decodeLinks(_ b: [UInt8]) -> [LinkEntry]? {
         LinkCodec.decode(b)?.map { LinkEntry(parent: $0.parent, name: $0.name, version: $0.version) }
     }

@@ -76,8 +76,8 @@ extension FileSystem {
             gid = parent.attrs.gid
             if m & UInt32(S_IFMT) == UInt32(S_IFDIR) { m |= UInt32(S_ISGID) }
         }
-        let attrs = InodeAttributes(mode: m, uid: caller.uid, gid: gid, rdev: rdev, atime: now, mtime: now, ctime: now,
-                                    generation: nextVersion())
+        let attrs = InodeRecordCodec.Attributes(mode: m, uid: caller.uid, gid: gid, rdev: rdev, atime: now, mtime: now, ctime: now,
+                                                generation: nextVersion())
         let link = Link(parent: parent.ino, name: name, version: nextVersion())
         var x: [Xattr] = [
             Xattr(name: XattrName.spdkName, value: [UInt8(ascii: "/")] + name + [0]),

@@ -396,7 +396,7 @@ func path(_ fs: FileSystem, _ p: String) throws -> InodeNumber {
         try h.run {
             let s = try await Blobstore.load(bdev: dev, reactor: r)
             let blob = try await s.openBlob(BlobID(rawValue: ino))
-            var a = InodeAttributes.decode(blob.xattr(XattrName.inode)!)!
+            var a = InodeRecordCodec.Attributes.decode(blob.xattr(XattrName.inode)!)!
             a.generation = .max
             try blob.setXattr(XattrName.inode, a.encode())
             try blob.setXattr(XattrName.links, LinkCodec.encode([Link(parent: rootInodeNumber, name: b("f"), version: .max)]))
