@@ -4,53 +4,17 @@ import Platform
 @testable import Blobstore
 @testable import BlobFS
 @testable import Fsck
+import TestSupport
 
 /// The executables: exit codes as fsck(8), JSON output, refusing a mounted volume.
 @Suite struct FsckToolTests {
     /// The built tools live beside the test bundle.
-    static let binDir: String = {
-        var dir = String(cString: realpath(CommandLine.arguments[0], nil))
-        while !dir.isEmpty && access(dir + "/fsck.blobfs", X_OK) != 0 {
-            guard let slash = dir.lastIndex(of: "/") else { return "" }
-            dir = String(dir[..<slash])
-        }
-        return dir
-    }()
+    static let binDir = toolDirectory(holding: "fsck.blobfs")
 
     /// Run a tool; (exit status, stdout+stderr).
     static func run(_ args: [String]) throws -> (Int32, String) {
-        let out = "/tmp/fsck-tool-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).out"
-        defer { unlink(out) }
-        var fa = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&fa)
-        defer { posix_spawn_file_actions_destroy(&fa) }
-        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_adddup2(&fa, 1, 2)
-        var attr = posix_spawnattr_t()
-        posix_spawnattr_init(&attr)
-        defer { posix_spawnattr_destroy(&attr) }
-        var none = sigset_t(); sigemptyset(&none)
-        posix_spawnattr_setsigmask(&attr, &none)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK))
-        let argv = [binDir + "/" + args[0]] + args.dropFirst()
-        let cArgs = argv.map { strdup($0) } + [nil]
-        defer { cArgs.forEach { free($0) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, argv[0], &fa, &attr, cArgs, environ)
-        guard rc == 0 else { throw FsckFailure("cannot run \(argv[0]): \(rc)") }
-        var st: Int32 = 0
-        while waitpid(pid, &st, 0) == -1 && errno == EINTR {}
-        let fd = open(out, O_RDONLY)
-        var data: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n <= 0 { break }
-            data += buf[0..<n]
-        }
-        close(fd)
-        return ((st & 0x7f) == 0 ? (st >> 8) & 0xff : 128 + (st & 0x7f), String(decoding: data, as: UTF8.self))
+        let r = try TestSupport.run([binDir + "/" + args[0]] + args.dropFirst())
+        return (r.status, r.output)
     }
 
     static func writeImage(_ v: Vol, _ path: String) {
