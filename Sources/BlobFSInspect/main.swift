@@ -30,10 +30,7 @@ struct VolumeOptions: ParsableArguments {
             throw ValidationError(error.message)
         }
         let rt: ToolRuntime
-        do { rt = try ToolRuntime(selection, name: "inspect0") } catch {
-            printError("blobfs-inspect: \(error.message)")
-            throw ExitCode(2)
-        }
+        do { rt = try ToolRuntime(selection, name: "inspect0") } catch { throw fail(error.message, exit: 2) }
         defer { rt.shutdown() }
         let dev = rt.device, reactor = rt.reactor
         let name = selection.description
@@ -46,16 +43,25 @@ struct VolumeOptions: ParsableArguments {
     func emit(_ j: JSON, text: (JSON) -> String = { $0.text() }) {
         if json { print(j.render()) } else { print(text(j), terminator: "") }
     }
+
+    /// Print `j`; nil: what was asked for does not exist, so say `missing` and exit 1.
+    func emit(_ j: JSON?, missing: @autoclosure () -> String) throws {
+        guard let j else { throw fail(missing()) }
+        emit(j)
+    }
 }
 
 struct NotUsable: Error {}
 
+/// Says why on standard error; the caller throws the result to exit with `code`.
+func fail(_ message: String, exit code: Int32 = 1) -> ExitCode {
+    printError("blobfs-inspect: \(message)")
+    return ExitCode(code)
+}
+
 /// Fails (exit 2) when the super block was unusable, after saying why.
 func requireUsable(_ v: VolumeInspector) throws {
-    if !v.usable {
-        printError("blobfs-inspect: \(v.check.fatal ?? "the volume cannot be read")")
-        throw ExitCode(2)
-    }
+    if !v.usable { throw fail(v.check.fatal ?? "the volume cannot be read", exit: 2) }
 }
 
 struct Inspect: ParsableCommand {
@@ -160,11 +166,7 @@ struct BlobCmd: ParsableCommand {
             try requireUsable(v)
             return v.resolve(w).flatMap { v.blobJSON($0) }
         }
-        guard let j else {
-            printError("blobfs-inspect: \(w): no such blob or path")
-            throw ExitCode(1)
-        }
-        volume.emit(j)
+        try volume.emit(j, missing: "\(w): no such blob or path")
     }
 }
 
@@ -176,11 +178,7 @@ struct Page: ParsableCommand {
     func run() throws {
         let k = index
         let j: JSON? = try volume.with { v in try requireUsable(v); return await v.pageJSON(k) }
-        guard let j else {
-            printError("blobfs-inspect: page \(k) is beyond the metadata region")
-            throw ExitCode(1)
-        }
-        volume.emit(j)
+        try volume.emit(j, missing: "page \(k) is beyond the metadata region")
     }
 }
 
@@ -193,20 +191,14 @@ struct Cat: ParsableCommand {
     var output: String?
     func run() throws {
         let fd: Int32 = output.map { open($0, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) } ?? 1
-        if fd < 0 {
-            printError("blobfs-inspect: \(output!): \(String(cString: strerror(errno)))")
-            throw ExitCode(1)
-        }
+        if fd < 0 { throw fail("\(output!): \(String(cString: strerror(errno)))") }
         defer { if output != nil { close(fd) } }
         let w = what
         let outcome: String? = try volume.with { v in
             try requireUsable(v)
             do { _ = try await v.copyFile(w, to: fd); return nil } catch { return "\(error)" }
         }
-        if let e = outcome {
-            printError("blobfs-inspect: \(e)")
-            throw ExitCode(1)
-        }
+        if let e = outcome { throw fail(e) }
     }
 }
 
