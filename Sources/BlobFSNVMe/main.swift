@@ -91,6 +91,8 @@ struct SelfTest: ParsableCommand {
         }
         let bs = dev.blockSize, mt = dev.maxTransferBytes
         let blocks = dev.blockCount
+        // Where each check works: its own 1/64 of the namespace (any block size, any size ≥ 64 MiB).
+        func region(_ k: UInt64) -> UInt64 { blocks / 64 * k }
         // Regions written by the checks, re-read after the controller is shut down and re-attached.
         var written: [(lba: UInt64, data: [UInt8])] = []
 
@@ -117,7 +119,7 @@ struct SelfTest: ParsableCommand {
             return "\(mt / 1024) KiB per command"
         }
         check("buffers outside the DMA pool (bounce-buffered) and inside it (in place)") {
-            let size = 3 * mt + 4096, lba: UInt64 = 3 << 15
+            let size = 3 * mt + 4096, lba = region(6)
             let data = pattern(size, seed: 4242)
             let plain = AlignedBuffer(count: size, alignment: 4096)  // ordinary memory
             plain.bytes.copyBytes(from: data)
@@ -135,7 +137,7 @@ struct SelfTest: ParsableCommand {
             let sizes = [4096, 3 * 4096, mt, 2 * 4096]
             let total = sizes.reduce(0, +)
             let data = pattern(total, seed: 99)
-            let lba: UInt64 = 1 << 16
+            let lba = region(4)
             let out = sizes.map { dev.allocateBuffer(byteCount: $0) }
             var at = 0
             for b in out { b.bytes.copyBytes(from: data[at..<at + b.count]); at += b.count }
@@ -150,7 +152,7 @@ struct SelfTest: ParsableCommand {
         }
         check("\(4 * dev.queueDepth) concurrent 4 KiB writes and reads (more than the queue holds)") {
             let n = 4 * dev.queueDepth, per = max(4096 / bs, 1)
-            let base: UInt64 = 1 << 17
+            let base = region(8)
             let bufs = (0..<n).map { i -> AlignedBuffer in
                 let b = dev.allocateBuffer(byteCount: per * bs)
                 b.bytes.copyBytes(from: pattern(per * bs, seed: UInt64(1000 + i)))
@@ -178,14 +180,15 @@ struct SelfTest: ParsableCommand {
         }
         check("flush") { try rt.run { try await dev.flush() }; return "" }
         check("write zeroes") {
-            let lba: UInt64 = 1 << 18, size = 2 * mt + 3 * bs
+            let lba = region(16), size = 2 * mt + 3 * bs
             try writeRead(rt, dev, lba: lba, data: pattern(size, seed: 5))
             try rt.run { try await dev.writeZeroes(offsetBlocks: lba, blockCount: UInt64(size / bs)) }
             guard try read(rt, dev, lba: lba, count: size).allSatisfy({ $0 == 0 }) else { throw Failure("not zero") }
             return dev.controller.identity.supportsWriteZeroes ? "Write Zeroes command" : "zero-filled writes"
         }
         check("deallocate") {
-            try rt.run { try await dev.unmap(offsetBlocks: 1 << 19, blockCount: UInt64(mt / bs) * 4) }
+            let lba = region(32)
+            try rt.run { try await dev.unmap(offsetBlocks: lba, blockCount: UInt64(mt / bs) * 4) }
             return dev.controller.identity.supportsDatasetManagement ? "Dataset Management" : "not supported: no-op"
         }
         check("out-of-range I/O is refused with EINVAL") {
