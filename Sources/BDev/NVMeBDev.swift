@@ -283,7 +283,9 @@ public final class NVMeBDev: BlockDevice, @unchecked Sendable {
     }
 
     /// Memory for this device's transfers: from the DMA pool (moved without a copy) when
-    /// it has room, else ordinary aligned memory (bounce-buffered).
+    /// it has room, else ordinary aligned memory (bounce-buffered). Callable from any thread.
+    /// Pool memory is unmapped by `close()`: a buffer may outlive the device but must not
+    /// be touched after it is closed.
     public func allocateBuffer(byteCount: Int) -> AlignedBuffer {
         pool?.allocate(byteCount: byteCount) ?? AlignedBuffer(count: byteCount, alignment: bufferAlignment)
     }
