@@ -139,12 +139,10 @@ public final class NVMeBDev: BlockDevice, @unchecked Sendable {
                 slots.append(Slot(bounce: bounce, prpList: list))
             }
             queue = try controller.createIOQueuePair(id: 1, entries: entries)
-            // Blocks up to one command's transfer (a power of two): a buffer of that size
-            // or less is transferred in place.
-            var largest = DMABufferPool.minBlock
-            while largest * 2 <= transfer { largest *= 2 }
+            // Blocks up to 2 MiB (the largest FUSE request is 1 MiB; a larger buffer is
+            // split into commands anyway): a buffer of that size or less is transferred in place.
             pool = bufferPoolBytes > 0 ? (try? device.allocateDMA(byteCount: bufferPoolBytes))
-                .map { DMABufferPool(region: $0, maxBlock: largest) } : nil
+                .map { DMABufferPool(region: $0, maxBlock: 2 << 20) } : nil
             self.name = name
             self.address = pci
             self.controller = controller

@@ -171,7 +171,9 @@ public final class DMABufferPool: Sendable {
         let blockSize = Self.minBlock << blockClass
         let address: UInt? = state.withLock { s in
             if let a = s.free[blockClass].popLast() { return a }
-            return region.carve(blockSize, alignment: Self.minBlock).map { UInt(bitPattern: $0) }
+            // Aligned to its own size (up to a granule), a block never straddles granules:
+            // it stays IOVA-contiguous (one SGL descriptor) under UIO's hugepages too.
+            return region.carve(blockSize, alignment: min(blockSize, region.granule)).map { UInt(bitPattern: $0) }
         }
         guard let address, let block = UnsafeMutableRawPointer(bitPattern: address) else { return nil }
         return AlignedBuffer(borrowing: block, count: byteCount) { [self] _ in
