@@ -472,40 +472,28 @@ extension FsckRun {
         guard masksTrusted else { return }
         var ids = BitArray(count: geo.mdLen)
         for m in blobs where !m.drop { ids[Int(m.index)] = true }
+        compare(diskMasks.ids, with: ids,
+                missing: ("mask.blobid.missing", { missing in "used-blobid mask: \(missing.count) blob(s) with a valid root page are not marked (\(missing.prefix(8).map { hexID(0x1_0000_0000 | UInt64($0)) }.joined(separator: ", "))\(missing.count > 8 ? ", …" : "")); SPDK would not see them" }),
+                extra: ("mask.blobid.extra", { extra in "used-blobid mask: \(extra.count) blob id(s) marked without a valid root page (\(extra.prefix(8).map { hexID(0x1_0000_0000 | UInt64($0)) }.joined(separator: ", "))\(extra.count > 8 ? ", …" : ""))" }))
+        compare(diskMasks.pages, with: claimedPages,
+                missing: ("mask.pages.missing", { missing in "used-page mask: \(missing.count) metadata page(s) in use are marked free (\(rangesText(missing))); they could be allocated twice" }),
+                extra: ("mask.pages.leaked", { extra in "used-page mask: \(extra.count) leaked metadata page(s) marked used but not referenced (\(rangesText(extra)))" }))
+        compare(diskMasks.clusters, with: claimedClusters,
+                missing: ("mask.clusters.missing", { missing in "used-cluster mask: \(missing.count) cluster(s) in use are marked free (\(rangesText(missing))); they could be allocated twice" }),
+                extra: ("mask.clusters.leaked", { extra in "used-cluster mask: \(extra.count) leaked cluster(s) marked used but owned by no blob (\(rangesText(extra)))" }))
+    }
+
+    /// One mask on disk (nil: it could not be read) against the bits the metadata says are
+    /// in use: a finding for bits in use but clear on disk (`missing`) and one for bits set
+    /// on disk but unused (`extra`), each a code and its message for those indices.
+    private func compare(_ disk: BitArray?, with inUse: BitArray,
+                         missing: (code: String, message: ([Int]) -> String),
+                         extra: (code: String, message: ([Int]) -> String)) {
+        guard let disk else { return }
         let fixText = "rewrite the masks from the metadata"
-        if let d = diskMasks.ids {
-            let missing = diff(ids, d), extra = diff(d, ids)
-            if !missing.isEmpty {
-                add("mask.blobid.missing", "used-blobid mask: \(missing.count) blob(s) with a valid root page are not marked (\(missing.prefix(8).map { hexID(0x1_0000_0000 | UInt64($0)) }.joined(separator: ", "))\(missing.count > 8 ? ", …" : "")); SPDK would not see them",
-                    repair: fixText, fix: .safe)
-            }
-            if !extra.isEmpty {
-                add("mask.blobid.extra", "used-blobid mask: \(extra.count) blob id(s) marked without a valid root page (\(extra.prefix(8).map { hexID(0x1_0000_0000 | UInt64($0)) }.joined(separator: ", "))\(extra.count > 8 ? ", …" : ""))",
-                    repair: fixText, fix: .safe)
-            }
-        }
-        if let d = diskMasks.pages {
-            let missing = diff(claimedPages, d), extra = diff(d, claimedPages)
-            if !missing.isEmpty {
-                add("mask.pages.missing", "used-page mask: \(missing.count) metadata page(s) in use are marked free (\(rangesText(missing))); they could be allocated twice",
-                    repair: fixText, fix: .safe)
-            }
-            if !extra.isEmpty {
-                add("mask.pages.leaked", "used-page mask: \(extra.count) leaked metadata page(s) marked used but not referenced (\(rangesText(extra)))",
-                    repair: fixText, fix: .safe)
-            }
-        }
-        if let d = diskMasks.clusters {
-            let missing = diff(claimedClusters, d), extra = diff(d, claimedClusters)
-            if !missing.isEmpty {
-                add("mask.clusters.missing", "used-cluster mask: \(missing.count) cluster(s) in use are marked free (\(rangesText(missing))); they could be allocated twice",
-                    repair: fixText, fix: .safe)
-            }
-            if !extra.isEmpty {
-                add("mask.clusters.leaked", "used-cluster mask: \(extra.count) leaked cluster(s) marked used but owned by no blob (\(rangesText(extra)))",
-                    repair: fixText, fix: .safe)
-            }
-        }
+        let missingBits = diff(inUse, disk), extraBits = diff(disk, inUse)
+        if !missingBits.isEmpty { add(missing.code, missing.message(missingBits), repair: fixText, fix: .safe) }
+        if !extraBits.isEmpty { add(extra.code, extra.message(extraBits), repair: fixText, fix: .safe) }
     }
 
     /// Indices set in `a` and clear in `b` (b shorter counts as clear).
