@@ -51,8 +51,6 @@ struct VolumeOptions: ParsableArguments {
     }
 }
 
-struct NotUsable: Error {}
-
 /// Says why on standard error; the caller throws the result to exit with `code`.
 func fail(_ message: String, exit code: Int32 = 1) -> ExitCode {
     printError("blobfs-inspect: \(message)")

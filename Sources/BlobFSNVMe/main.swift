@@ -27,9 +27,6 @@ struct ControllerOption: ParsableArguments {
     @Option(name: .customLong("nvme"), help: ArgumentHelp("PCI address of the NVMe controller (0000:00:04.0).", valueName: "PCI-ADDRESS"))
     var address: String
 
-    @Option(help: "Commands outstanding at most.")
-    var queueDepth = 64
-
     func open() throws -> (ToolRuntime, NVMeBDev) {
         do throws(ToolError) {
             let rt = try ToolRuntime(.nvme(address: address))
