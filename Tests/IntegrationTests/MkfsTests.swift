@@ -42,6 +42,9 @@ import TestSupport
         """.write(toFile: cfg, atomically: true, encoding: .utf8)
         let r = try run([Tools.mkfs, "--spdk-defaults", "-c", cfg, "-b", "Aio0"])
         #expect(r.status == 0 && r.output.contains("cluster size:      1 MiB") && r.output.contains("512 bytes"), "\(r.output)")
+        // A bdev from a config is probed through the bdev itself: no overwrite without -f.
+        let again = try run([Tools.mkfs, "-c", cfg, "-b", "Aio0"])
+        #expect(again.status == 1 && again.output.contains("contains a blobstore"), "\(again.output)")
         let bad = try run([Tools.mkfs, "-c", cfg, "-b", "Nope0"])
         #expect(bad.status == 1 && bad.output.contains("Aio0"), "\(bad.output)")
         // The SPDK-layout volume mounts (through the same JSON config).
