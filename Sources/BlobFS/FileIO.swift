@@ -63,6 +63,8 @@ extension FileSystem {
         return ReadResult(buffer: buf, count: count)
     }
 
+    public func allocateWriteBuffer(byteCount: Int) -> AlignedBuffer { store.bdev.allocateBuffer(byteCount: byteCount) }
+
     public func write(_ ino: InodeNumber, handle: UInt64, offset: UInt64, data: AlignedBuffer, count: Int) async throws(FSError) -> Int {
         let (n, h) = try fileHandle(handle, ino)
         try writable()

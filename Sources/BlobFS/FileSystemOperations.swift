@@ -135,6 +135,10 @@ public struct ReadResult: @unchecked Sendable {
 /// front-end can reply inline from the FUSE callback. Lookup-count rules follow the FUSE
 /// low-level protocol: every successful lookup, mknod, mkdir, symlink, link, create and
 /// readdirplus entry (except "." and "..") adds one reference, `forget` drops them.
+extension FileSystemOperations {
+    public func allocateWriteBuffer(byteCount: Int) -> AlignedBuffer { AlignedBuffer(count: byteCount, alignment: 4096) }
+}
+
 public protocol FileSystemOperations: AnyObject, Sendable {
     func lookup(parent: InodeNumber, name: [UInt8]) throws(FSError) -> FileAttributes
     func forget(_ ino: InodeNumber, lookups: UInt64)
@@ -153,6 +157,9 @@ public protocol FileSystemOperations: AnyObject, Sendable {
     func open(_ ino: InodeNumber, flags: Int32) async throws(FSError) -> OpenResult
     func create(parent: InodeNumber, name: [UInt8], mode: UInt32, flags: Int32, caller: Caller) async throws(FSError) -> (FileAttributes, OpenResult)
     func read(_ ino: InodeNumber, handle: UInt64, offset: UInt64, size: Int) async throws(FSError) -> ReadResult
+    /// Memory for `write`'s data that the device can use as it is (the bdev's
+    /// `allocateBuffer`: DMA memory on the user-space NVMe bdev, so no bounce copy).
+    func allocateWriteBuffer(byteCount: Int) -> AlignedBuffer
     /// `data` holds `count` bytes; the caller keeps it alive until this returns.
     func write(_ ino: InodeNumber, handle: UInt64, offset: UInt64, data: AlignedBuffer, count: Int) async throws(FSError) -> Int
     func flush(_ ino: InodeNumber, handle: UInt64) async throws(FSError)

@@ -497,8 +497,9 @@ extension FUSESession {
     func write(_ req: fuse_req_t, _ ino: fuse_ino_t, _ buf: UnsafePointer<CChar>, _ size: Int, _ off: off_t,
                _ fi: UnsafeMutablePointer<fuse_file_info>) {
         guard off >= 0 else { replyError(req, EINVAL); return }
-        // The request buffer is reused for the next request: copy the data out now.
-        let data = AlignedBuffer(count: size, alignment: 4096)
+        // The request buffer is reused for the next request: copy the data out now, into
+        // memory the device takes as it is.
+        let data = fs.allocateWriteBuffer(byteCount: size)
         if size > 0 { memcpy(data.baseAddress, buf, size) }
         let handle = fi.pointee.fh, r = FUSERequest(raw: req)
         launch { s in
