@@ -95,7 +95,7 @@ public final class NVMeBDev: BlockDevice, @unchecked Sendable {
     }
 
     /// Attach the NVMe controller at PCI `address` (bound to vfio-pci or uio_pci_generic)
-    /// and expose its first active namespace.
+    /// and expose namespace 1, or the first active namespace when 1 is not active.
     /// - Parameter bufferPoolBytes: DMA memory for zero-copy caller buffers (`allocateBuffer`).
     public init(name: String, address: String, queueDepth: Int = 64, bufferPoolBytes: Int = 64 << 20) throws(BDevError) {
         let what = "nvme bdev \(name) (\(address))"
@@ -112,7 +112,9 @@ public final class NVMeBDev: BlockDevice, @unchecked Sendable {
             let device: any UserPCIDevice
             do throws(PCIError) { device = try UserPCI.open(pci) } catch { throw NVMeError(error) }
             let controller = try Controller(device: device)
-            guard let nsid = try controller.activeNamespaceIDs().first else {
+            // Namespace 1 (what the bdev name "<controller>n1" says) when it is active, else the first active one.
+            let active = try controller.activeNamespaceIDs()
+            guard let nsid = active.contains(1) ? 1 : active.first else {
                 throw NVMeError(.operationNotSupportedByDevice, "the controller has no active namespace")
             }
             let ns = try controller.identifyNamespace(nsid)
