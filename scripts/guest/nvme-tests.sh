@@ -169,7 +169,16 @@ bind_user_space() {
 nvme_identify() { run blobfs-nvme identify --nvme "$ADDR"; }
 nvme_selftest() { run blobfs-nvme selftest --nvme "$ADDR"; }
 nvme_mkfs() { run mkfs.blobfs -f --nvme "$ADDR"; }
-nvme_fsck() { run fsck.blobfs -n --nvme "$ADDR"; }
+# fsck through --nvme, then through an SPDK-style JSON config (bdev_nvme_attach_controller:
+# the namespace is bdev "<name>n1").
+nvme_fsck() {
+    run fsck.blobfs -n --nvme "$ADDR"
+    cat > /tmp/bdev.json <<EOF
+{"subsystems": [{"subsystem": "bdev", "config": [
+  {"method": "bdev_nvme_attach_controller", "params": {"name": "Nvme0", "trtype": "PCIe", "traddr": "$ADDR"}}]}]}
+EOF
+    run fsck.blobfs -n -f -c /tmp/bdev.json -b Nvme0n1
+}
 
 # kill -9 of the daemon: what was fsynced survives; the controller is left enabled with
 # its queues live (no shutdown), which the next attach must take down first (CC.EN=1,
