@@ -369,7 +369,8 @@ import CFuse3
             // Dirty pages may still be in the kernel: a detach from the reactor itself could
             // deadlock on their writeback; unmount() runs umount2 on a helper thread.
             close(fd)
-            try m.reactor.runBlocking { await m.session.shutdown(gracePeriodNanoseconds: 3_000_000_000) }
+            // A generous grace: under a loaded machine the kernel's writeback can take seconds.
+            try m.reactor.runBlocking { await m.session.shutdown(gracePeriodNanoseconds: 15_000_000_000) }
             let (record, reason, data) = try m.onReactor { ($0.fs.record, $0.session.exitReason, $0.fs.lookupPath("wb")!.data) }
             #expect(reason == nil)
             #expect(data.count == 512 * 4096)
@@ -495,7 +496,8 @@ import CFuse3
             }
             // Let the open reach the fs (it is delayed too), then the read; shut down meanwhile.
             #expect(waitUntil { (try? m.onReactor { $0.session.inFlightRequests > 0 }) == true })
-            try m.reactor.runBlocking { await m.session.shutdown(gracePeriodNanoseconds: 3_000_000_000) }
+            // A generous grace: on a loaded machine the delayed requests can take seconds.
+            try m.reactor.runBlocking { await m.session.shutdown(gracePeriodNanoseconds: 15_000_000_000) }
             reader.join()
             let (destroyed, reason) = try m.onReactor { ($0.session.state == .destroyed, $0.session.exitReason) }
             #expect(destroyed)
