@@ -64,14 +64,7 @@ struct BlobFSFuse: ParsableCommand {
     @Option(name: .customLong("malloc"), help: ArgumentHelp("Format and mount a fresh RAM volume of SIZE.", valueName: "SIZE"))
     var malloc: String?
 
-    @Option(name: .customLong("nvme"), help: ArgumentHelp("Mount the volume on this NVMe controller, driven from user space (bound to vfio-pci or uio_pci_generic).", valueName: "PCI-ADDRESS"))
-    var nvme: String?
-
-    @Option(name: [.customShort("c"), .long], help: ArgumentHelp("SPDK-style JSON bdev configuration.", valueName: "FILE"))
-    var config: String?
-
-    @Option(name: [.customShort("b"), .customLong("bdev")], help: ArgumentHelp("Name of the bdev in --config.", valueName: "NAME"))
-    var bdev: String?
+    @OptionGroup var source: DeviceSourceOptions
 
     @Option(name: [.customShort("B"), .customLong("block-size")], help: ArgumentHelp("Logical block size for an image file (default: the volume's).", valueName: "BYTES"))
     var blockSize: Int?
@@ -81,7 +74,7 @@ struct BlobFSFuse: ParsableCommand {
         var opts = try parseMountOptions()
         if readOnly { opts.readOnly = true }
         let selection: DeviceSelection
-        do { selection = try DeviceSelection.from(path: deviceArg, malloc: malloc, config: config, bdev: bdev, nvme: nvme) }
+        do { selection = try source.selection(path: deviceArg, malloc: malloc) }
         catch { throw ValidationError(error.message) }
         var st = stat()
         guard stat(mountpoint, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
@@ -100,7 +93,7 @@ struct BlobFSFuse: ParsableCommand {
     }
 
     private func splitPositional() throws -> (String?, String) {
-        let needsDevice = malloc == nil && config == nil && nvme == nil
+        let needsDevice = malloc == nil && !source.namesDevice
         switch (positional.count, needsDevice) {
         case (2, true): return (positional[0], positional[1])
         case (1, false): return (nil, positional[0])

@@ -11,14 +11,7 @@ struct VolumeOptions: ParsableArguments {
     @Argument(help: ArgumentHelp("Block device or image file holding the volume.", valueName: "DEVICE|IMAGE"))
     var device: String?
 
-    @Option(name: .customLong("nvme"), help: ArgumentHelp("NVMe controller holding the volume, driven from user space.", valueName: "PCI-ADDRESS"))
-    var nvme: String?
-
-    @Option(name: [.customShort("c"), .long], help: ArgumentHelp("SPDK-style JSON bdev configuration.", valueName: "FILE"))
-    var config: String?
-
-    @Option(name: [.customShort("b"), .customLong("bdev")], help: ArgumentHelp("Name of the bdev in --config.", valueName: "NAME"))
-    var bdev: String?
+    @OptionGroup var source: DeviceSourceOptions
 
     @Flag(name: .long, help: "Print JSON (for scripts) instead of text.")
     var json = false
@@ -26,7 +19,7 @@ struct VolumeOptions: ParsableArguments {
     /// Open the volume read-only (nothing is ever written), model it, run `body` on the reactor.
     func with<T: Sendable>(_ body: @escaping @Sendable (VolumeInspector) async throws -> T) throws -> T {
         let selection: DeviceSelection
-        do { selection = try DeviceSelection.from(path: device, malloc: nil, config: config, bdev: bdev, nvme: nvme) } catch {
+        do { selection = try source.selection(path: device) } catch {
             throw ValidationError(error.message)
         }
         let rt: ToolRuntime

@@ -65,14 +65,7 @@ struct FsckBlobFS: ParsableCommand {
     @Flag(name: .customShort("v"), help: "Verbose: every pass, notes and timings.")
     var verbose = false
 
-    @Option(name: .customLong("nvme"), help: ArgumentHelp("NVMe controller to check, driven from user space (bound to vfio-pci or uio_pci_generic).", valueName: "PCI-ADDRESS"))
-    var nvme: String?
-
-    @Option(name: [.customShort("c"), .long], help: ArgumentHelp("SPDK-style JSON bdev configuration.", valueName: "FILE"))
-    var config: String?
-
-    @Option(name: [.customShort("b"), .customLong("bdev")], help: ArgumentHelp("Name of the bdev in --config.", valueName: "NAME"))
-    var bdev: String?
+    @OptionGroup var source: DeviceSourceOptions
 
     func validate() throws {
         if [readOnly, preen, yes].filter({ $0 }).count > 1 { throw ValidationError("give only one of -n, -p/-a and -y") }
@@ -85,7 +78,7 @@ struct FsckBlobFS: ParsableCommand {
 
     private func check() -> Int32 {
         let selection: DeviceSelection
-        do { selection = try DeviceSelection.from(path: device, malloc: nil, config: config, bdev: bdev, nvme: nvme) } catch {
+        do { selection = try source.selection(path: device) } catch {
             printError("fsck.blobfs: \(error.message)")
             return FsckExit.usage
         }

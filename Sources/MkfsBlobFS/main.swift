@@ -63,14 +63,7 @@ struct Mkfs: ParsableCommand {
     @Option(name: [.customLong("malloc")], help: ArgumentHelp("Format a RAM device of SIZE (for testing; gone on exit).", valueName: "SIZE"))
     var malloc: String?
 
-    @Option(name: .customLong("nvme"), help: ArgumentHelp("Format the NVMe controller's namespace, driven from user space (bound to vfio-pci or uio_pci_generic).", valueName: "PCI-ADDRESS"))
-    var nvme: String?
-
-    @Option(name: [.customShort("c"), .long], help: ArgumentHelp("SPDK-style JSON bdev configuration.", valueName: "FILE"))
-    var config: String?
-
-    @Option(name: [.customShort("b"), .customLong("bdev")], help: ArgumentHelp("Name of the bdev in --config to format.", valueName: "NAME"))
-    var bdev: String?
+    @OptionGroup var source: DeviceSourceOptions
 
     @Flag(name: [.short, .long], help: "Overwrite an existing blobstore, filesystem or partition table.")
     var force = false
@@ -94,7 +87,7 @@ struct Mkfs: ParsableCommand {
     }
 
     private func format() throws(ToolError) {
-        let selection = try DeviceSelection.from(path: device, malloc: malloc, config: config, bdev: bdev, nvme: nvme)
+        let selection = try source.selection(path: device, malloc: malloc)
         var createSize: UInt64? = nil
         if let s = size {
             do { createSize = try parseByteSize(s) } catch { throw .usage("--size: \(error)") }

@@ -1,4 +1,5 @@
 import Glibc
+import ArgumentParser
 import Platform
 import Reactor
 import BDev
@@ -43,6 +44,30 @@ public enum DeviceSelection: Sendable, CustomStringConvertible {
         }
         if bdev != nil { throw .usage("-b/--bdev goes with -c/--config") }
         return .path(path!)
+    }
+}
+
+/// The device options every tool shares besides its DEVICE|IMAGE argument: `--nvme`,
+/// `-c/--config` and `-b/--bdev`.
+public struct DeviceSourceOptions: ParsableArguments {
+    @Option(name: .customLong("nvme"), help: ArgumentHelp(
+        "NVMe controller driven from user space (bound to vfio-pci or uio_pci_generic; see scripts/nvme-setup).",
+        valueName: "PCI-ADDRESS"))
+    public var nvme: String?
+
+    @Option(name: [.customShort("c"), .long], help: ArgumentHelp("SPDK-style JSON bdev configuration.", valueName: "FILE"))
+    public var config: String?
+
+    @Option(name: [.customShort("b"), .customLong("bdev")], help: ArgumentHelp("Name of the bdev in --config.", valueName: "NAME"))
+    public var bdev: String?
+
+    public init() {}
+
+    /// True when the device comes from these options (no DEVICE|IMAGE argument is expected).
+    public var namesDevice: Bool { nvme != nil || config != nil }
+
+    public func selection(path: String?, malloc: String? = nil) throws(ToolError) -> DeviceSelection {
+        try DeviceSelection.from(path: path, malloc: malloc, config: config, bdev: bdev, nvme: nvme)
     }
 }
 
