@@ -45,6 +45,10 @@ public final class NVMeBDev: BlockDevice, @unchecked Sendable {
     /// Commands outstanding at most.
     public let queueDepth: Int
     public var ioTimeoutNanoseconds: UInt64 = 30_000_000_000
+    /// What the controller offers (from IDENTIFY), kept here so the I/O path reads a Bool.
+    private let hasWriteZeroes: Bool
+    private let hasDeallocate: Bool
+    private let hasSGL: Bool
 
     private let queue: QueuePair
     private let memory: DMARegion
@@ -157,6 +161,9 @@ public final class NVMeBDev: BlockDevice, @unchecked Sendable {
             maxTransferBytes = transfer
             blockSize = ns.blockSize
             blockCount = ns.blockCount
+            hasWriteZeroes = controller.identity.supportsWriteZeroes
+            hasDeallocate = controller.identity.supportsDatasetManagement
+            hasSGL = controller.identity.supportsSGL
             // The atomic write unit: NAWUPF when given, else AWUPF (both 0-based blocks),
             // as a power-of-two multiple of the block size no larger than a page.
             let atomicBlocks = Int(ns.atomicWriteUnitPowerFail ?? controller.identity.atomicWriteUnitPowerFail) + 1
@@ -178,7 +185,6 @@ public final class NVMeBDev: BlockDevice, @unchecked Sendable {
             ready.append((completion, .failure(error)))
             return
         }
-        let identity = controller.identity
         switch request {
         case .read(let lba, let buffers):
             enqueue(.read, lba, blocks: UInt64(buffers.reduce(0) { $0 + $1.count } / blockSize),
@@ -189,13 +195,13 @@ public final class NVMeBDev: BlockDevice, @unchecked Sendable {
         case .flush:
             enqueue(.flush, 0, blocks: 1, perChunk: 1, [], completion)
         case .writeZeroes(let lba, let n):
-            if identity.supportsWriteZeroes {
+            if hasWriteZeroes {
                 enqueue(.writeZeroes, lba, blocks: n, perChunk: 65536, [], completion)
             } else {
                 enqueue(.zeroFill, lba, blocks: n, perChunk: maxTransferBytes / blockSize, [], completion)
             }
         case .unmap(let lba, let n):
-            if identity.supportsDatasetManagement {
+            if hasDeallocate {
                 enqueue(.deallocate, lba, blocks: n, perChunk: Int(UInt32.max), [], completion)
             } else {
                 // Unmapped contents are undefined: leaving them as they are is allowed.
@@ -251,7 +257,7 @@ public final class NVMeBDev: BlockDevice, @unchecked Sendable {
             command = .flush(namespace: namespaceID)
             carriesData = false
         }
-        if carriesData, controller.identity.supportsSGL, let iova = dataRegion.contiguousIOVA(of: data, count: bytes) {
+        if carriesData, hasSGL, let iova = dataRegion.contiguousIOVA(of: data, count: bytes) {
             // One descriptor for the whole transfer: the controller need not walk a page list.
             command.dataBlock = (iova, UInt32(bytes))
         } else if carriesData {
