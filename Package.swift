@@ -22,6 +22,7 @@ let package = Package(
         .executable(name: "fsck.blobfs", targets: ["FsckBlobFS"]),
         .executable(name: "blobfs-inspect", targets: ["BlobFSInspect"]),
         .executable(name: "blobfs-nvme", targets: ["BlobFSNVMe"]),
+        .executable(name: "blobfs-crashcheck", targets: ["BlobFSCrashCheck"]),
         .library(name: "Blobstore", targets: ["Blobstore"]),
     ],
     dependencies: [
@@ -81,6 +82,14 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: swiftSettings),
 
+        // The power-cut harness: crash states from a recorded device, a model, an oracle.
+        .target(name: "CrashCheck", dependencies: ["Fsck", "BlobFS", "Blobstore", "BDev", "Reactor", "Platform"],
+                swiftSettings: swiftSettings),
+        .executableTarget(name: "BlobFSCrashCheck", dependencies: [
+            "CrashCheck", "ToolSupport", "Fsck", "BlobFS", "Blobstore", "BDev", "Reactor", "Platform",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: swiftSettings),
+
         .target(name: "TestSupport", dependencies: ["BDev", "Reactor"], path: "Sources/TestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "PlatformTests", dependencies: ["Platform"], swiftSettings: swiftSettings),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "Platform"], swiftSettings: swiftSettings),
@@ -95,6 +104,8 @@ let package = Package(
         .testTarget(name: "IntegrationTests", dependencies: ["TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "ToolTests", dependencies: ["ToolSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "FsckTests", dependencies: ["Fsck", "BlobFS", "Blobstore", "BDev", "Reactor", "Platform", "TestSupport"],
+                    swiftSettings: swiftSettings),
+        .testTarget(name: "CrashTests", dependencies: ["CrashCheck", "BlobFS", "Blobstore", "BDev", "Reactor", "Platform", "TestSupport"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "FUSEFrontendTests", dependencies: ["FUSEFrontend", "BlobFS", "Reactor", "Platform", "TestSupport"],
                     swiftSettings: swiftSettings),

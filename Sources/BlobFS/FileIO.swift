@@ -73,6 +73,7 @@ extension FileSystem {
         guard off <= UInt64(Int64.max) - UInt64(count) else { throw FSError(EFBIG) }
         if count == 0 { return 0 }
         let b = try await openBlobLocked(n)
+        if off > n.size { try await zeroPastEnd(n, b, to: off) }
         try await ensureCapacity(n, b, bytes: off + UInt64(count))
         do { try await b.write(at: off, from: UnsafeRawBufferPointer(data.slice(0, count))) } catch { throw mapError(error) }
         withExtendedLifetime(data) {}
@@ -95,8 +96,11 @@ extension FileSystem {
         n.numClusters = b.numClusters
     }
 
-    /// Set the size. Shrinking frees whole clusters past the end and zeroes the tail of the
-    /// last one, so a later extension reads zeros. The new size is persisted now.
+    /// Set the size, persisted now. Shrinking releases the whole clusters past the new end
+    /// (discarded only after a flush) and writes nothing else: the bytes after the new end
+    /// in its last cluster stay as they were until an extension zeroes them
+    /// (`zeroPastEnd`). So a crash that loses the new size finds the file intact; zeroing
+    /// them here, before the size is durable, would destroy data a crash brings back.
     func truncate(_ n: Inode, to size: UInt64) async throws(FSError) {
         await n.lock.lock()
         defer { n.lock.unlock() }
@@ -104,18 +108,31 @@ extension FileSystem {
         do {
             let need = (size + clusterSize - 1) / clusterSize
             if size < n.size {
-                let tailEnd = min(b.byteSize, need * clusterSize)
-                if size < tailEnd { try await b.writeZeroes(at: size, length: tailEnd - size) }
                 if need < b.numClusters { try await b.resize(need) }
-            } else if need > b.numClusters {
-                try await b.resize(need)
+            } else {
+                try await zeroPastEnd(n, b, to: size)
+                if need > b.numClusters { try await b.resize(need) }
             }
-        } catch { throw mapError(error) }
+        } catch let e as FSError { throw e } catch let e as BlobstoreError { throw mapError(e) } catch { throw FSError(EIO) }
         n.size = size
         n.numClusters = b.numClusters
         n.allocatedClusters = UInt64(b.allocatedClusterCount)
         n.dirty = true
         try await persistLocked(n)
+    }
+
+    /// Before the size grows to `end`: zero what lies between the current end and `end` in
+    /// the current last cluster — the only place bytes past the end can be stale (left by a
+    /// shrink; clusters past it were released, later ones are zero-filled when allocated).
+    /// The zeros must be durable before the new size is: the next commit flushes first.
+    func zeroPastEnd(_ n: Inode, _ b: Blob, to end: UInt64) async throws(FSError) {
+        let s = n.size
+        guard end > s, s % clusterSize != 0 else { return }
+        let ci = s / clusterSize
+        let stop = min(end, (ci + 1) * clusterSize, b.byteSize)
+        guard stop > s, ci < b.numClusters, b.deviceCluster(Int(ci)) != 0 else { return }
+        do { try await b.writeZeroes(at: s, length: stop - s) } catch { throw mapError(error) }
+        b.orderDataBeforeNextCommit()
     }
 
     public func flush(_ ino: InodeNumber, handle: UInt64) async throws(FSError) {
@@ -157,6 +174,7 @@ extension FileSystem {
         let end = offset + length
         let b = try await openBlobLocked(n)
         let keep = mode & Self.fallocKeepSize != 0
+        if !keep && end > n.size && mode & Self.fallocPunchHole == 0 { try await zeroPastEnd(n, b, to: end) }
         do {
             if mode & Self.fallocPunchHole != 0 {
                 guard keep else { throw FSError(EOPNOTSUPP) }

@@ -242,6 +242,11 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
         if !store.readOnly {
             for node in records.values where node.dirty { try await persist(node) }
             try await store.flush()
+            // Only now, with the rolled-forward names durable, may the intents go: a
+            // crash before this point replays them again (idempotent).
+            var cleared = false
+            for (ino, _) in intents { if let n = inodes[ino] { try await clearIntent(n); cleared = true } }
+            if cleared { try await store.flush() }
         }
     }
 
@@ -321,6 +326,7 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
             else { try blob.removeXattr(XattrName.spdkDeleted) }
             node.legacySPDK = false
             try await blob.persist()
+            node.writeMark = store.writeMark
             node.dirty = false
             node.numClusters = blob.numClusters
             node.allocatedClusters = UInt64(blob.allocatedClusterCount)
@@ -351,6 +357,27 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
     }
 
     func mapError(_ e: BlobstoreError) -> FSError { FSError(e.errno.rawValue, e.message) }
+
+    /// Flush unless every write behind these marks is durable: an operation calls this
+    /// before its first write when it depends on earlier, possibly unflushed ones.
+    func ensureDurable(_ marks: [UInt64?]) async throws(FSError) {
+        guard marks.contains(where: { !store.isDurable($0) }) else { return }
+        do { try await store.flush() } catch { throw mapError(error) }
+    }
+    func flush() async throws(FSError) {
+        do { try await store.flush() } catch { throw mapError(error) }
+    }
+
+    /// Drop a RENAME_EXCHANGE intent from the inode's blob (one root-page write).
+    func clearIntent(_ n: Inode) async throws(FSError) {
+        await n.lock.lock()
+        defer { n.lock.unlock() }
+        guard !n.gone else { return }
+        let b = try await openBlob(n)
+        do { _ = try b.removeXattr(XattrName.intent) } catch { throw mapError(error) }
+        n.dirty = true
+        try await persistLocked(n)
+    }
 
     // MARK: Commit timer and unmount
 

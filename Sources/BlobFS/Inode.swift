@@ -36,6 +36,16 @@ final class Inode {
     /// Directories only.
     var directory: Directory?
 
+    // Ordering marks (Blobstore.writeMark; nil = nothing unflushed). An operation that
+    // relies on one of these writes flushes first unless it is durable (docs/NAMESPACE.md,
+    // "Ordering between operations").
+    /// This inode's newest root-page write (creation, rename, link, attributes).
+    var writeMark: UInt64?
+    /// Directories: the newest write that took a child away (unlink, rmdir, rename away).
+    var departedMark: UInt64?
+    /// Directories: the newest rename that freed a name here while its inode lives on.
+    var renamedAwayMark: UInt64?
+
     init(ino: InodeNumber, blobID: BlobID, attrs: InodeRecordCodec.Attributes, size: UInt64, links: [Link],
          legacySPDK: Bool, numClusters: UInt64) {
         self.ino = ino

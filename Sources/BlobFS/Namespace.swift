@@ -89,6 +89,12 @@ extension FileSystem {
         // Reserve the name (inode 0: invisible to lookup and readdir) while the blob is
         // written, so a racing create of the same name gets EEXIST.
         dir.insert(name, 0)
+        // The new link names the parent: its own creation or move, and a rename that freed
+        // a name in it, must be durable first (or a crash could keep the new inode without
+        // them: an orphan, or a renamed inode losing its old name to the new one).
+        do { try await ensureDurable([parent.writeMark, parent.renamedAwayMark]) } catch {
+            dir.remove(name); throw error
+        }
         let blob: Blob
         do {
             blob = try await store.createBlob(.init(thinProvision: true, useExtentTable: false, xattrs: x))
@@ -101,6 +107,7 @@ extension FileSystem {
                          legacySPDK: false, numClusters: 0)
         node.symlinkTarget = symlink
         node.allocatedClusters = 0
+        node.writeMark = store.writeMark
         inodes[node.ino] = node
         insertEntry(parent: parent, name: name, child: node)
         touchDirectory(parent, now)
@@ -154,6 +161,9 @@ extension FileSystem {
         if p.directory!.lookup(newName) != nil { throw FSError(EEXIST) }
         let l = Link(parent: p.ino, name: newName, version: nextVersion())
         guard LinkCodec.encodedSize(n.links + [l]) + 9 + 12 <= 4000 else { throw FSError(EMLINK) }
+        try await ensureDurable([p.writeMark, p.renamedAwayMark])
+        if p.directory!.lookup(newName) != nil { throw FSError(EEXIST) }
+        if n.unlinked || n.gone { throw FSError(ENOENT) }
         n.links.append(l)
         insertEntry(parent: p, name: newName, child: n)
         n.attrs.ctime = .now()
@@ -184,6 +194,10 @@ extension FileSystem {
         guard let ino = p.directory!.lookup(name), let n = inodes[ino] else { throw FSError(ENOENT) }
         guard n.isDirectory else { throw FSError(ENOTDIR) }
         guard n.directory!.isEmpty else { throw FSError(ENOTEMPTY) }
+        // Its children's departures must be durable before it goes, or a crash could keep
+        // the rmdir and lose a move out of it (orphans in /lost+found).
+        try await ensureDurable([n.departedMark])
+        guard n.directory!.isEmpty, p.directory!.lookup(name) == ino else { throw FSError(ENOTEMPTY) }
         try await removeLink(n, parent: p, name: name)
     }
 
@@ -204,6 +218,7 @@ extension FileSystem {
             } else {
                 try await persist(n)
             }
+            p.departedMark = store.writeMark
         } catch {
             n.links = before
             n.unlinked = false
@@ -236,10 +251,23 @@ extension FileSystem {
         }
         if src.isDirectory && isAncestor(src, of: dp) { throw FSError(EINVAL, "cannot move a directory into itself") }
 
+        // 0. What this rename relies on must be durable: the new parent's creation or move
+        //    and a rename that freed a name in it; for a directory, every ancestor's last
+        //    move (else a crash could keep this move and lose one that made it cycle-free).
+        var deps = [dp.writeMark, dp.renamedAwayMark]
+        if src.isDirectory { deps += ancestors(of: dp).map(\.writeMark) }
+        try await ensureDurable(deps)
+        // The flush may have let other requests run: validate again.
+        guard sp.directory?.lookup(name) == sino, dp.directory?.lookup(newName).flatMap({ inodes[$0] }) === target,
+              !sp.unlinked, !dp.unlinked else { throw FSError(EAGAIN, "the directory changed during rename; retry") }
+        if src.isDirectory && isAncestor(src, of: dp) { throw FSError(EINVAL, "cannot move a directory into itself") }
+
         // 1. The source takes the new name (commit: its root-page write). A replaced target
         //    still claims the name on disk, with an older version: the mount rule gives a
         //    contested name to the newest claim, so after a crash here the rename stands.
-        // 2. The target loses its name (and its blob if it was the last one).
+        // 2. Flush: write 1 must be durable before the target loses the name, or a crash
+        //    could keep write 3 without write 1 — and the name would be gone.
+        // 3. The target loses its name (and its blob if it was the last one).
         let oldLinks = src.links
         let l = Link(parent: dp.ino, name: newName, version: nextVersion())
         if let i = src.links.firstIndex(where: { $0.parent == sp.ino && $0.name == name }) { src.links[i] = l }
@@ -263,7 +291,10 @@ extension FileSystem {
             if let dst = target { insertEntry(parent: dp, name: newName, child: dst) }
             throw error
         }
+        sp.departedMark = store.writeMark
+        sp.renamedAwayMark = store.writeMark
         if let dst = target {
+            try await flush()
             let before = dst.links
             dst.links.removeAll { $0.parent == dp.ino && $0.name == newName }
             dst.attrs.ctime = now
@@ -273,14 +304,41 @@ extension FileSystem {
             } else if dst.links != before {
                 try await persist(dst)
             }
+            dp.departedMark = store.writeMark
         }
     }
 
-    /// RENAME_EXCHANGE. 1. `a` takes b's name and records an intent that b takes a's old
-    /// name (commit). 2. `b` takes a's old name. 3. (lazily) a's intent is dropped at its
-    /// next persist. A crash after 1 is rolled forward at mount from the intent.
+    /// The chain of directories from `d` up to the root (inclusive).
+    func ancestors(of d: Inode) -> [Inode] {
+        var out: [Inode] = []
+        var cur: Inode? = d
+        while let c = cur, out.count < 100_000 {
+            out.append(c)
+            if c === root { break }
+            cur = c.links.first.flatMap { inodes[$0.parent] }
+        }
+        return out
+    }
+
+    /// RENAME_EXCHANGE. Write order (each step durable before the next, so a crash keeps
+    /// a prefix):
+    /// 1. `a` takes b's name (v1) and records an intent "b takes a's old name (v2)" (commit);
+    ///    flush. After a crash here the mount applies the intent = the whole exchange.
+    /// 2. `b` takes a's old name (v2); flush. Without the flush before it, a crash could
+    ///    keep 2 and lose 1: b would win a's name and a, left nameless, would be deleted.
+    /// 3. `a` without the intent. Without the flush before it, a crash could keep 3 and
+    ///    lose 2: a would win b's name and b would be deleted.
     private func exchange(_ a: Inode, _ ap: Inode, _ an: [UInt8], _ b: Inode, _ bp: Inode, _ bn: [UInt8]) async throws(FSError) {
         if a === b { return }
+        if a.isDirectory && isAncestor(a, of: bp) { throw FSError(EINVAL) }
+        if b.isDirectory && isAncestor(b, of: ap) { throw FSError(EINVAL) }
+        var deps: [UInt64?] = []
+        if a.isDirectory { deps += ancestors(of: bp).map(\.writeMark) }
+        if b.isDirectory { deps += ancestors(of: ap).map(\.writeMark) }
+        try await ensureDurable(deps)
+        guard ap.directory?.lookup(an) == a.ino, bp.directory?.lookup(bn) == b.ino else {
+            throw FSError(EAGAIN, "the directory changed during rename; retry")
+        }
         if a.isDirectory && isAncestor(a, of: bp) { throw FSError(EINVAL) }
         if b.isDirectory && isAncestor(b, of: ap) { throw FSError(EINVAL) }
         let v1 = nextVersion(), v2 = nextVersion()
@@ -309,10 +367,14 @@ extension FileSystem {
             insertEntry(parent: bp, name: bn, child: b)
             throw error
         }
+        try await flush()
         try await persist(b)
-        try await persist(a) // drops the intent
+        try await flush()
+        try await clearIntent(a)
     }
 
+    /// Persist `n` with an exchange intent in the same root-page write. The intent stays
+    /// in the open blob's xattrs until `clearIntent`.
     private func persistWithIntent(_ n: Inode, _ intent: ExchangeIntent) async throws(FSError) {
         await n.lock.lock()
         defer { n.lock.unlock() }
@@ -321,7 +383,6 @@ extension FileSystem {
             try b.setXattr(XattrName.intent, intent.encode())
         } catch let e as FSError { throw e } catch let e as BlobstoreError { throw mapError(e) } catch { throw FSError(EIO) }
         try await persistLocked(n)
-        if let b = n.blob { _ = try? b.removeXattr(XattrName.intent); n.dirty = true }
     }
 
     func isAncestor(_ a: Inode, of d: Inode) -> Bool {

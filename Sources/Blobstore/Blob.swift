@@ -340,6 +340,11 @@ public final class Blob: @unchecked Sendable {
         for r in results { if case .failure(let e) = r { throw BlobstoreError(e) } }
     }
 
+    /// Make the next commit flush first (as for new mappings): data written since the last
+    /// flush, such as zeros over stale bytes past the old end of a file, must be durable
+    /// before the metadata that exposes it.
+    public func orderDataBeforeNextCommit() { addedMappings = true }
+
     /// Persist and flush: when this returns, the blob's data and metadata written before
     /// the call are durable.
     public func sync() async throws(BlobstoreError) {

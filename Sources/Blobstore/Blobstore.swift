@@ -440,19 +440,37 @@ public final class Blobstore: @unchecked Sendable {
 
     /// Flush the device: every completed write becomes durable. Pages and clusters released
     /// before the flush started become allocatable when it completes (see `releasePage`).
+    /// Released clusters are discarded (unmapped) only now, after the flush that made the
+    /// write releasing them durable: a discard that reached the device while that write
+    /// could still be lost would zero a file a crash brings back.
     public func flush() async throws(BlobstoreError) {
         reactor.assertOnReactor()
         writesSinceFlush = false
         let pages = quarantinedPages, clusters = quarantinedClusters
         quarantinedPages.removeAll(); quarantinedClusters.removeAll()
+        flushesStarted += 1
+        let seq = flushesStarted
         do { try await bdev.flush() } catch {
             writesSinceFlush = true
             quarantinedPages += pages; quarantinedClusters += clusters
             throw BlobstoreError(error)
         }
+        durableFlushes = max(durableFlushes, seq)
         for p in pages { usedPages[Int(p)] = false; pageHint = min(pageHint, Int(p)) }
+        // The discard completes before the clusters can be claimed again, so it never
+        // races with their next owner's writes. A failed discard only leaves old bytes in
+        // free space (never readable: new clusters are zero-filled before use).
+        await discard(clusters)
         for c in clusters { usedClusters[Int(c)] = false; clusterHint = min(clusterHint, Int(c)) }
     }
+
+    /// Flushes issued so far / the number of the newest completed one. A write that
+    /// completed while `flushesStarted` was w is durable once `durableFlushes` > w.
+    public private(set) var flushesStarted: UInt64 = 0
+    public private(set) var durableFlushes: UInt64 = 0
+    /// A mark for a write that has just completed; see `isDurable`.
+    public var writeMark: UInt64 { flushesStarted }
+    public func isDurable(_ mark: UInt64?) -> Bool { mark.map { durableFlushes > $0 } ?? true }
 
     /// Flush only if something was written since the last flush (ordering barrier).
     func barrier() async throws(BlobstoreError) {
@@ -563,24 +581,25 @@ public final class Blobstore: @unchecked Sendable {
     var freeMetadataPages: Int { usedPages.count - usedPages.popCount }
     public var freeMetadataPageCount: Int { freeMetadataPages }
 
-    /// Clear clusters per the clear method, then release them.
+    /// Release clusters (quarantined). They are cleared per the clear method by the flush
+    /// that ends their quarantine, not now (see `flush`).
     func freeClusters(_ clusters: [UInt32]) async throws(BlobstoreError) {
-        guard !clusters.isEmpty else { return }
-        let bpc = UInt64(clusterSize / bdev.blockSize)
-        if clearMethod != .none {
-            // Coalesce contiguous runs into single requests.
-            let sorted = clusters.sorted()
-            var runs: [(UInt32, UInt32)] = []
-            for c in sorted {
-                if let last = runs.last, last.0 + last.1 == c { runs[runs.count - 1].1 += 1 } else { runs.append((c, 1)) }
-            }
-            let reqs = runs.map { r -> BDevRequest in
-                clearMethod == .unmap
-                    ? .unmap(offsetBlocks: UInt64(r.0) * bpc, blockCount: UInt64(r.1) * bpc)
-                    : .writeZeroes(offsetBlocks: UInt64(r.0) * bpc, blockCount: UInt64(r.1) * bpc)
-            }
-            for r in await performAll(bdev, reqs) { if case .failure(let e) = r { throw BlobstoreError(e) } }
-        }
         for c in clusters { releaseCluster(c) }
+    }
+
+    /// Clear released clusters per the clear method, coalesced into runs.
+    private func discard(_ clusters: [UInt32]) async {
+        guard clearMethod != .none, !clusters.isEmpty else { return }
+        let bpc = UInt64(clusterSize / bdev.blockSize)
+        var runs: [(UInt32, UInt32)] = []
+        for c in clusters.sorted() {
+            if let last = runs.last, last.0 + last.1 == c { runs[runs.count - 1].1 += 1 } else { runs.append((c, 1)) }
+        }
+        let reqs = runs.map { r -> BDevRequest in
+            clearMethod == .unmap
+                ? .unmap(offsetBlocks: UInt64(r.0) * bpc, blockCount: UInt64(r.1) * bpc)
+                : .writeZeroes(offsetBlocks: UInt64(r.0) * bpc, blockCount: UInt64(r.1) * bpc)
+        }
+        _ = await performAll(bdev, reqs)
     }
 }
