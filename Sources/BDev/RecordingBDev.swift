@@ -125,6 +125,8 @@ public enum RecordedIOLog {
         public var blockSize: Int
         public var blockCount: UInt64
         public var events: [RecordedIO]
+        /// The byte offset in the log just past each event.
+        public var ends: [Int] = []
     }
 
     static func header(blockSize: Int, blockCount: UInt64) -> [UInt8] {
@@ -153,14 +155,17 @@ public enum RecordedIOLog {
                 guard i + 13 + n <= bytes.count else { break loop }
                 p.events.append(.write(offset: rd64(bytes, i + 1), data: Array(bytes[(i + 13)..<(i + 13 + n)])))
                 i += 13 + n
+                p.ends.append(i)
             case UInt8(ascii: "Z"):
                 guard i + 18 <= bytes.count else { break loop }
                 p.events.append(.zero(offset: rd64(bytes, i + 1), length: rd64(bytes, i + 9), unmap: bytes[i + 17] != 0))
                 i += 18
+                p.ends.append(i)
             case UInt8(ascii: "F"):
                 guard i + 9 <= bytes.count else { break loop }
                 p.events.append(.flush(covers: Int(rd64(bytes, i + 1))))
                 i += 9
+                p.ends.append(i)
             default:
                 throw BDevError(.invalidArgument, "I/O record: unknown record type \(bytes[i]) at byte \(i)")
             }

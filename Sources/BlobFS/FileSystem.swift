@@ -151,7 +151,17 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
             self.report.warnings.append("blob \(id) cannot be read and is not shown: \(e.message)")
         })
 
-        // The root directory is the super blob; create it on a volume that has none.
+        // The root directory is the super blob; create it on a volume that has none. A
+        // crash between creating it and recording it in the super block leaves exactly one
+        // nameless directory: adopt it.
+        if rootID == nil || !(records[rootID!.rawValue].map { $0.isDirectory && $0.links.isEmpty } ?? false) {
+            let candidates = records.values.filter { $0.isDirectory && $0.links.isEmpty && !$0.legacySPDK }
+            if candidates.count == 1, !store.readOnly {
+                rootID = candidates[0].blobID
+                try await store.setSuperBlob(candidates[0].blobID)
+                report.warnings.append("adopted directory \(candidates[0].blobID) as the root (its creation was interrupted)")
+            }
+        }
         if let r = rootID, let node = records[r.rawValue], node.isDirectory, node.links.isEmpty {
             records[r.rawValue] = nil
             root = node.renumbered(rootInodeNumber)
@@ -167,11 +177,18 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
                 root = Inode(ino: rootInodeNumber, blobID: BlobID(rawValue: FormatConstants.noBlob), attrs: attrs, size: 0,
                              links: [], legacySPDK: true, numClusters: 0)
             } else {
-                let b = try await store.createBlob(.init(thinProvision: true, useExtentTable: false))
+                // One root-page write creates it whole (an empty blob first would leave a
+                // blob without metadata if the crash came between two writes); then the
+                // super block names it (written and flushed).
+                let x = [Xattr(name: XattrName.spdkName, value: Self.rootName + [0]),
+                         Xattr(name: XattrName.spdkLength, value: u64LE(0)),
+                         Xattr(name: XattrName.inode, value: attrs.encode())]
+                let b = try await store.createBlob(.init(thinProvision: true, useExtentTable: false, xattrs: x))
                 root = Inode(ino: rootInodeNumber, blobID: b.id, attrs: attrs, size: 0, links: [], legacySPDK: false, numClusters: 0)
                 root.blob = b
-                try await persistLocked(root)
+                try await store.flush()  // the blob before the super block that names it
                 try await store.setSuperBlob(b.id)
+                try await closeBlobIfIdle(root)
             }
         }
         inodes[rootInodeNumber] = root

@@ -40,6 +40,8 @@ struct BlobFSFuse: ParsableCommand {
 
         DURABILITY: fsync and fsyncdir make data and names durable; see docs/DURABILITY.md.
 
+        ENVIRONMENT: BLOBFS_RECORD_IO=FILE records every completed device write,         write-zeroes, unmap and flush, with the written bytes, to FILE (for debugging and the         power-cut harness: blobfs-crashcheck replay). Slow and large; never for normal use.
+
         EXIT STATUS: 0 after a clean unmount; 1 if the volume cannot be mounted or was not \
         unloaded cleanly; 64 on a usage error.
 
@@ -146,7 +148,8 @@ struct BlobFSFuse: ParsableCommand {
     /// Mount, serve until unmounted or signalled, unmount cleanly. Runs in the daemon.
     private func serve(selection: DeviceSelection, mountpoint: String, options o: Options,
                        report: (Result<String, ToolError>) -> Void) throws(ToolError) {
-        let rt = try ToolRuntime(selection, blockSize: blockSize)
+        let record = getenv("BLOBFS_RECORD_IO").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
+        let rt = try ToolRuntime(selection, blockSize: blockSize, recordIOTo: record)
         var cleanExit = false
         defer { rt.shutdown() }
         let reactor = rt.reactor, dev = rt.device
@@ -164,6 +167,7 @@ struct BlobFSFuse: ParsableCommand {
             throw ToolError("cannot mount \(selection): \(error)")
         }
         var notes: [String] = []
+        if let r = record { notes.append("note: recording every device write and flush to \(r) (BLOBFS_RECORD_IO)") }
         if fs.report.recovered {
             notes.append("warning: \(selection) was not unmounted cleanly; recovered its allocation state from metadata")
         }

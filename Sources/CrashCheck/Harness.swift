@@ -24,8 +24,9 @@ public struct WorkloadRecord: Sendable {
 
 /// fsck findings a crash may leave before the next mount repairs them: the mount rules of
 /// docs/NAMESPACE.md finish exactly these (an unlinked-open inode, an exchange intent, a
-/// name claimed by a rename's source and its replaced target).
-public let findingsExpectedBeforeRecovery: Set<String> = ["ns.deleted", "ns.intent", "ns.name.contested"]
+/// name claimed by a rename's source and its replaced target, and a root directory whose
+/// creation at a volume's first mount was cut before the super block named it).
+public let findingsExpectedBeforeRecovery: Set<String> = ["ns.deleted", "ns.intent", "ns.name.contested", "ns.root"]
 
 /// The power-cut harness over the `FileSystem` API (docs/DURABILITY.md): runs a workload
 /// on a recorded malloc device, then mounts every crash state built from the recording
@@ -40,10 +41,10 @@ public final class CrashHarness: @unchecked Sendable {
     /// Stop checking a workload after this many violations (one bug tends to repeat).
     public var maxViolationsPerWorkload = 3
 
-    public init(deviceBytes: UInt64 = 8 << 20) throws {
+    public init(deviceBytes: UInt64 = 8 << 20, blockSize: Int = 4096) throws {
         reactor = try Reactor(name: "crash")
         self.deviceBytes = deviceBytes
-        scratch = try MallocBDev(name: "Crash0", byteCount: deviceBytes, blockSize: 4096, numaNode: nil)
+        scratch = try MallocBDev(name: "Crash0", byteCount: deviceBytes, blockSize: blockSize, numaNode: nil)
         let s = scratch, r = reactor
         _ = try reactor.runBlocking { r.addPoller(s) }
     }
@@ -210,7 +211,8 @@ public final class CrashHarness: @unchecked Sendable {
                 statesByKind[kind, default: 0] += 1
                 for k in kinds { statesByKind["op:" + k, default: 0] += 1 }
                 let what = "\(label) [window \(j)/\(log.windowCount), \(kind) \(subset.count)/\(hi - lo) writes]"
-                for v in await checkImage(r, mandatory: mandatory, optionalEnd: optionalEnd) { found.append("\(what): \(v)") }
+                let (m, e) = (mandatory, optionalEnd)
+                for v in await checkImage({ Self.oracle(r, $0, mandatory: m, optionalEnd: e) }) { found.append("\(what): \(v)") }
             }
         }
         violations += found
@@ -220,7 +222,7 @@ public final class CrashHarness: @unchecked Sendable {
     /// Checks of one crash image now in `scratch`: fsck before recovery finds only what
     /// the mount repairs; the mount (with recovery) succeeds; the namespace is a state the
     /// operations may leave; a clean unmount leaves a volume fsck -n -f passes.
-    func checkImage(_ r: WorkloadRecord, mandatory: Int, optionalEnd: Int) async -> [String] {
+    func checkImage(_ oracle: (Observed) -> [String]) async -> [String] {
         var out: [String] = []
         let before = await Fsck.run(bdev: scratch, reactor: reactor, options: FsckOptions(mode: .check, force: true))
         if let f = before.fatal { return ["fsck before recovery: \(f)"] }
@@ -234,7 +236,7 @@ public final class CrashHarness: @unchecked Sendable {
         }
         do {
             let seen = try await Observed.read(fs)
-            out += Self.oracle(r, seen, mandatory: mandatory, optionalEnd: optionalEnd)
+            out += oracle(seen)
         } catch {
             out.append("reading the recovered namespace failed: \(error)")
         }

@@ -84,15 +84,17 @@ public struct ToolError: Error, CustomStringConvertible {
 /// on their main thread and hand work to the reactor with `run`.
 public final class ToolRuntime: @unchecked Sendable {
     public let reactor: Reactor
-    public let device: any BlockDevice
+    public private(set) var device: any BlockDevice
     private var pollerID = 0
 
     /// - Parameters:
     ///   - blockSize: for image files only; nil = taken from an existing blobstore's io
     ///     unit size, else 4096.
     ///   - createSize: create or extend an image file to this size first.
+    ///   - recordIOTo: wrap the device in a `RecordingBDev` that logs every completed write
+    ///     and flush to this file (the power-cut harness; docs/DURABILITY.md).
     public init(_ selection: DeviceSelection, blockSize: Int? = nil, createSize: UInt64? = nil,
-                name: String = "blobfs0") throws(ToolError) {
+                name: String = "blobfs0", recordIOTo: String? = nil) throws(ToolError) {
         // BLOBFS_REACTOR_SPIN_US: how long the idle reactor polls before sleeping (default 100).
         let spin = getenv("BLOBFS_REACTOR_SPIN_US").flatMap { Int(String(cString: $0)) } ?? Reactor.defaultIdleSpinMicroseconds
         do { reactor = try Reactor(name: "reactor", idleSpinMicroseconds: spin) } catch { throw ToolError("cannot start the reactor: \(error)") }
@@ -110,6 +112,7 @@ public final class ToolRuntime: @unchecked Sendable {
                 device = try AIOBDev(name: name, path: p, blockSize: DeviceFile.isBlockDevicePath(p) ? nil : bs,
                                      create: createSize)
             }
+            if let log = recordIOTo { device = try RecordingBDev(device, logPath: log) }
         } catch {
             reactor.shutdown()
             throw ToolError("\(selection): \(error)")
@@ -139,6 +142,23 @@ public final class ToolRuntime: @unchecked Sendable {
     }
 
     /// The first `count` bytes of a file or device (nil when unreadable or shorter).
+    /// A whole (regular) file, or nil if it cannot be read.
+    public static func readFile(_ path: String) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        let size = lseek(fd, 0, SEEK_END)
+        guard size >= 0 else { return nil }
+        var buf = [UInt8](repeating: 0, count: Int(size))
+        var done = 0
+        while done < buf.count {
+            let n = buf.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, $0.count - done, off_t(done)) }
+            guard n > 0 else { return nil }
+            done += n
+        }
+        return buf
+    }
+
     public static func readHead(_ path: String, count: Int, offset: Int64 = 0) -> [UInt8]? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }

@@ -8,6 +8,8 @@ enum Tools {
     static let binDir = toolDirectory(holding: "blobfs-fuse")
     static var blobfsFuse: String { binDir + "/blobfs-fuse" }
     static var mkfs: String { binDir + "/mkfs.blobfs" }
+    static var fsck: String { binDir + "/fsck.blobfs" }
+    static var crashcheck: String { binDir + "/blobfs-crashcheck" }
 }
 
 /// A shell script, optionally as another user (commands run through TestSupport's `run`).
@@ -31,9 +33,11 @@ final class Mount: @unchecked Sendable {
     let log: String
     private(set) var process: Child?
     let args: [String]
+    let env: [String: String]
 
     /// `source`: ["--malloc", "256M"] or [imagePath].
-    init(_ source: [String], options: [String] = [], dir: TemporaryDirectory? = nil) throws {
+    init(_ source: [String], options: [String] = [], dir: TemporaryDirectory? = nil, env: [String: String] = [:]) throws {
+        self.env = env
         self.dir = try dir ?? TemporaryDirectory(prefix: "blobfs-mnt")
         mountpoint = self.dir.path + "/mnt"
         log = self.dir.path + "/daemon.log"
@@ -43,7 +47,7 @@ final class Mount: @unchecked Sendable {
     }
 
     func start() throws {
-        let p = try Child([Tools.blobfsFuse] + args, outputPath: log)
+        let p = try Child([Tools.blobfsFuse] + args, outputPath: log, env: env)
         process = p
         let deadline = Date().addingTimeInterval(20)
         while !mounted(mountpoint) {
