@@ -129,11 +129,11 @@ public enum RecordedIOLog {
         public var ends: [Int] = []
     }
 
-    static func header(blockSize: Int, blockCount: UInt64) -> [UInt8] {
+    public static func header(blockSize: Int, blockCount: UInt64) -> [UInt8] {
         magic + le(UInt32(1)) + le(UInt32(blockSize)) + le(blockCount)
     }
 
-    static func encode(_ e: RecordedIO) -> [UInt8] {
+    public static func encode(_ e: RecordedIO) -> [UInt8] {
         switch e {
         case .write(let off, let data): return [UInt8(ascii: "W")] + le(off) + le(UInt32(data.count)) + data
         case .zero(let off, let len, let unmap): return [UInt8(ascii: "Z")] + le(off) + le(len) + [unmap ? 1 : 0]
