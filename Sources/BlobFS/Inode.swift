@@ -45,6 +45,10 @@ final class Inode {
     var departedMark: UInt64?
     /// Directories: the newest rename that freed a name here while its inode lives on.
     var renamedAwayMark: UInt64?
+    /// The write by which the target this inode replaced (rename over a name) gave that
+    /// name up. Until it is durable the target still claims the name on disk, under this
+    /// inode's newer claim: dropping this inode's claim first would bring the target back.
+    var supersededMark: UInt64?
 
     init(ino: InodeNumber, blobID: BlobID, attrs: InodeRecordCodec.Attributes, size: UInt64, links: [Link],
          legacySPDK: Bool, numClusters: UInt64) {

@@ -205,6 +205,8 @@ extension FileSystem {
     /// unlinked (persisted with no links and SPDK's is_deleted, so a crash deletes it at
     /// the next mount); otherwise the blob is deleted (root page zeroed: the commit).
     func removeLink(_ n: Inode, parent p: Inode, name: [UInt8]) async throws(FSError) {
+        try await ensureDurable([n.supersededMark])
+        guard p.directory?.lookup(name) == n.ino else { throw FSError(ENOENT) }
         let before = n.links
         n.links.removeAll { $0.parent == p.ino && $0.name == name }
         p.directory!.remove(name)
@@ -254,7 +256,7 @@ extension FileSystem {
         // 0. What this rename relies on must be durable: the new parent's creation or move
         //    and a rename that freed a name in it; for a directory, every ancestor's last
         //    move (else a crash could keep this move and lose one that made it cycle-free).
-        var deps = [dp.writeMark, dp.renamedAwayMark]
+        var deps = [dp.writeMark, dp.renamedAwayMark, src.supersededMark]
         if src.isDirectory { deps += ancestors(of: dp).map(\.writeMark) }
         try await ensureDurable(deps)
         // The flush may have let other requests run: validate again.
@@ -305,6 +307,7 @@ extension FileSystem {
                 try await persist(dst)
             }
             dp.departedMark = store.writeMark
+            src.supersededMark = store.writeMark
         }
     }
 
@@ -332,7 +335,7 @@ extension FileSystem {
         if a === b { return }
         if a.isDirectory && isAncestor(a, of: bp) { throw FSError(EINVAL) }
         if b.isDirectory && isAncestor(b, of: ap) { throw FSError(EINVAL) }
-        var deps: [UInt64?] = []
+        var deps: [UInt64?] = [a.supersededMark, b.supersededMark]
         if a.isDirectory { deps += ancestors(of: bp).map(\.writeMark) }
         if b.isDirectory { deps += ancestors(of: ap).map(\.writeMark) }
         try await ensureDurable(deps)

@@ -187,6 +187,14 @@ public final class Blob: @unchecked Sendable {
                 if usesExtentTable { newPageCount = newSlots - oldSlots }
                 try await store.reservePages(newPageCount)
                 newClusters = try await store.claimClusters(new - old)
+                // Free clusters are not guaranteed to read zeros: a crash can leave a
+                // released cluster undiscarded (discards wait for the flush that makes the
+                // release durable). Zero them, durably before the mapping commits.
+                do throws(BlobstoreError) { try await store.zeroClusters(newClusters) } catch {
+                    for c in newClusters { store.releaseCluster(c) }
+                    throw error
+                }
+                addedMappings = true
             }
             clusters += newClusters
             if usesExtentTable {

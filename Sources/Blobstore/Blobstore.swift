@@ -587,15 +587,26 @@ public final class Blobstore: @unchecked Sendable {
         for c in clusters { releaseCluster(c) }
     }
 
-    /// Clear released clusters per the clear method, coalesced into runs.
-    private func discard(_ clusters: [UInt32]) async {
-        guard clearMethod != .none, !clusters.isEmpty else { return }
+    /// Write zeros over clusters being given to a thick blob.
+    func zeroClusters(_ clusters: [UInt32]) async throws(BlobstoreError) {
         let bpc = UInt64(clusterSize / bdev.blockSize)
+        let reqs = Self.runs(clusters).map { BDevRequest.writeZeroes(offsetBlocks: UInt64($0.0) * bpc, blockCount: UInt64($0.1) * bpc) }
+        for r in await performAll(bdev, reqs) { if case .failure(let e) = r { throw BlobstoreError(e) } }
+        if !reqs.isEmpty { writesSinceFlush = true }
+    }
+    static func runs(_ clusters: [UInt32]) -> [(UInt32, UInt32)] {
         var runs: [(UInt32, UInt32)] = []
         for c in clusters.sorted() {
             if let last = runs.last, last.0 + last.1 == c { runs[runs.count - 1].1 += 1 } else { runs.append((c, 1)) }
         }
-        let reqs = runs.map { r -> BDevRequest in
+        return runs
+    }
+
+    /// Clear released clusters per the clear method, coalesced into runs.
+    private func discard(_ clusters: [UInt32]) async {
+        guard clearMethod != .none, !clusters.isEmpty else { return }
+        let bpc = UInt64(clusterSize / bdev.blockSize)
+        let reqs = Self.runs(clusters).map { r -> BDevRequest in
             clearMethod == .unmap
                 ? .unmap(offsetBlocks: UInt64(r.0) * bpc, blockCount: UInt64(r.1) * bpc)
                 : .writeZeroes(offsetBlocks: UInt64(r.0) * bpc, blockCount: UInt64(r.1) * bpc)

@@ -244,6 +244,12 @@ extension FsckRun {
                     add("ns.name.contested", "name \(nameText) in \(dirText) is claimed by inodes \(winner.blob.idText) (version \(best)) and \(loser.blob.idText) (version \(l.version)): an interrupted rename over an existing name",
                         repair: "finish it: \(loser.blob.idText) loses the name and, having no other, is deleted (as the mount does)", fix: .safe)
                     deletes.append(loser.ino)
+                } else if !tie {
+                    // The replaced target keeps other names: the rename's second write
+                    // (the target dropping this one) was cut.
+                    add("ns.name.contested", "name \(nameText) in \(dirText) is claimed by inodes \(winner.blob.idText) (version \(best)) and \(loser.blob.idText) (version \(l.version)): an interrupted rename over an existing name",
+                        repair: "finish it: \(loser.blob.idText) loses that name and keeps its others (as the mount does)", fix: .safe)
+                    edit(loser, set: [(L.linksXattr, L.encodeLinks(loser.links))])
                 } else {
                     add("ns.name.duplicate", "name \(nameText) in \(dirText) is claimed by inodes \(winner.blob.idText) and \(loser.blob.idText)\(tie ? " with the same version \(best)" : " (versions \(best), \(l.version))")",
                         repair: "\(loser.blob.idText) loses that name\(loser.links.isEmpty ? " and goes to /lost+found" : "")", fix: tie ? .confirm : .safe)

@@ -63,6 +63,12 @@ import Fsck
     /// 1. Rename over an existing name: the target never vanishes.
     @Test func renameOverAnExistingName() throws {
         expectClean(try check(withEndings([.rename("/d/f", "/x")]) + withEndings([.rename("/e", "/c")])), "rename over")
+        // Found by the pair sweep: the replaced target must not come back when the new
+        // holder of the name goes away before the target's release is durable, and a
+        // replaced target with another name is a contested name fsck expects.
+        expectClean(try check([[.rename("/d/f", "/x"), .unlink("/x")], [.rename("/d/f", "/x"), .rename("/x", "/d/x2")],
+                               [.rename("/d/f", "/x"), .exchange("/x", "/d/g")], [.link("/x", "/d/xl"), .rename("/d/f", "/x")]]),
+                    "rename over, then the name goes")
         // Without the flush between the source's and the target's writes, it does vanish.
         #expect(try check([[.rename("/d/f", "/x")]], tamper: Self.withoutFlushes).violations.count > 0)
     }
