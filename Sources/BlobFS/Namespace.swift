@@ -235,6 +235,14 @@ extension FileSystem {
     public func rename(parent: InodeNumber, name: [UInt8], newParent: InodeNumber, newName: [UInt8], flags: RenameFlags) async throws(FSError) {
         try writable()
         if flags.contains(.whiteout) || (flags.contains(.exchange) && flags.contains(.noReplace)) { throw FSError(EINVAL) }
+        // 0. What this rename relies on must be durable first (docs/NAMESPACE.md, "Ordering
+        //    between operations"). A flush lets other requests run, so everything is looked
+        //    up again after it; the checks below then run without suspending.
+        for _ in 0..<4 {
+            let deps = renameDependencies(parent: parent, name: name, newParent: newParent, newName: newName, exchange: flags.contains(.exchange))
+            if deps.allSatisfy({ store.isDurable($0) }) { break }
+            try await flush()
+        }
         let sp = try directory(parent)
         let dp = try directory(newParent)
         try checkName(newName)
@@ -253,16 +261,6 @@ extension FileSystem {
         }
         if src.isDirectory && isAncestor(src, of: dp) { throw FSError(EINVAL, "cannot move a directory into itself") }
 
-        // 0. What this rename relies on must be durable: the new parent's creation or move
-        //    and a rename that freed a name in it; for a directory, every ancestor's last
-        //    move (else a crash could keep this move and lose one that made it cycle-free).
-        var deps = [dp.writeMark, dp.renamedAwayMark, src.supersededMark]
-        if src.isDirectory { deps += ancestors(of: dp).map(\.writeMark) }
-        try await ensureDurable(deps)
-        // The flush may have let other requests run: validate again.
-        guard sp.directory?.lookup(name) == sino, dp.directory?.lookup(newName).flatMap({ inodes[$0] }) === target,
-              !sp.unlinked, !dp.unlinked else { throw FSError(EAGAIN, "the directory changed during rename; retry") }
-        if src.isDirectory && isAncestor(src, of: dp) { throw FSError(EINVAL, "cannot move a directory into itself") }
 
         // 1. The source takes the new name (commit: its root-page write). A replaced target
         //    still claims the name on disk, with an older version: the mount rule gives a
@@ -311,6 +309,22 @@ extension FileSystem {
         }
     }
 
+    /// The writes a rename relies on: the new parent's creation or move and a rename that
+    /// freed a name in it; the source's release of a target it replaced; for a directory,
+    /// the last move of every ancestor of where it goes (else a crash could keep this move
+    /// and lose one that made it cycle-free). Names that do not resolve add nothing: the
+    /// rename itself reports them.
+    func renameDependencies(parent: InodeNumber, name: [UInt8], newParent: InodeNumber, newName: [UInt8], exchange: Bool) -> [UInt64?] {
+        guard let sp = inodes[parent], let dp = inodes[newParent], let sino = sp.directory?.lookup(name), let src = inodes[sino] else { return [] }
+        var deps = [dp.writeMark, dp.renamedAwayMark, src.supersededMark]
+        if src.isDirectory { deps += ancestors(of: dp).map(\.writeMark) }
+        if exchange, let dino = dp.directory?.lookup(newName), let dst = inodes[dino] {
+            deps += [sp.writeMark, dst.supersededMark]
+            if dst.isDirectory { deps += ancestors(of: sp).map(\.writeMark) }
+        }
+        return deps
+    }
+
     /// The chain of directories from `d` up to the root (inclusive).
     func ancestors(of d: Inode) -> [Inode] {
         var out: [Inode] = []
@@ -333,15 +347,6 @@ extension FileSystem {
     ///    lose 2: a would win b's name and b would be deleted.
     private func exchange(_ a: Inode, _ ap: Inode, _ an: [UInt8], _ b: Inode, _ bp: Inode, _ bn: [UInt8]) async throws(FSError) {
         if a === b { return }
-        if a.isDirectory && isAncestor(a, of: bp) { throw FSError(EINVAL) }
-        if b.isDirectory && isAncestor(b, of: ap) { throw FSError(EINVAL) }
-        var deps: [UInt64?] = [a.supersededMark, b.supersededMark]
-        if a.isDirectory { deps += ancestors(of: bp).map(\.writeMark) }
-        if b.isDirectory { deps += ancestors(of: ap).map(\.writeMark) }
-        try await ensureDurable(deps)
-        guard ap.directory?.lookup(an) == a.ino, bp.directory?.lookup(bn) == b.ino else {
-            throw FSError(EAGAIN, "the directory changed during rename; retry")
-        }
         if a.isDirectory && isAncestor(a, of: bp) { throw FSError(EINVAL) }
         if b.isDirectory && isAncestor(b, of: ap) { throw FSError(EINVAL) }
         let v1 = nextVersion(), v2 = nextVersion()

@@ -62,7 +62,8 @@ func runWorkloads(_ seqs: [[Op]], common: Common, title: String) throws {
                 e[0] += 1; e[1] += h.states - before; e[2] += v.count
                 byKind[k] = e
             }
-            if verbose { print("\(i + 1)/\(seqs.count) \(label): \(h.states - before) states, \(v.count) violations") }
+            let flushes = rec.events.filter { if case .flush = $0 { return true }; return false }.count
+            if verbose { print("\(i + 1)/\(seqs.count) \(label): \(flushes) flushes, \(h.states - before) crash states, \(v.count) violations") }
             else if (i + 1) % 200 == 0 { printError("\(i + 1)/\(seqs.count) workloads, \(h.states) crash states", newline: true) }
         }
         return (violating, byKind)
