@@ -129,3 +129,21 @@ extension BlockDevice {
         }
     }
 }
+
+/// A device that stacks on another (recording, fault injection): geometry and polling come
+/// from the device below; the wrapper decides only what `submit` does.
+public protocol StackedBlockDevice: BlockDevice {
+    var inner: any BlockDevice { get }
+}
+extension StackedBlockDevice {
+    public var name: String { inner.name }
+    public var kind: String { inner.kind }
+    public var blockSize: Int { inner.blockSize }
+    public var physicalBlockSize: Int { inner.physicalBlockSize }
+    public var blockCount: UInt64 { inner.blockCount }
+    public var bufferAlignment: Int { inner.bufferAlignment }
+    public func poll() -> Int { inner.poll() }
+    public var wakeupFD: Int32? { inner.wakeupFD }
+    public var hasOutstandingWork: Bool { inner.hasOutstandingWork }
+    public func allocateBuffer(byteCount: Int) -> AlignedBuffer { inner.allocateBuffer(byteCount: byteCount) }
+}

@@ -22,7 +22,7 @@ public enum RecordedIO: Equatable, Sendable {
 ///
 /// Events go to memory (`events`) and, when opened with a log file, are appended to it as
 /// they complete (`RecordedIOLog` format), so a daemon killed with -9 leaves a usable log.
-public final class RecordingBDev: BlockDevice, @unchecked Sendable {
+public final class RecordingBDev: StackedBlockDevice, @unchecked Sendable {
     public let inner: any BlockDevice
     public var isRecording = true
     /// Keep events in memory (tests); a log file alone is enough for a daemon.
@@ -50,12 +50,6 @@ public final class RecordingBDev: BlockDevice, @unchecked Sendable {
         }
     }
 
-    public var name: String { inner.name }
-    public var kind: String { inner.kind }
-    public var blockSize: Int { inner.blockSize }
-    public var physicalBlockSize: Int { inner.physicalBlockSize }
-    public var blockCount: UInt64 { inner.blockCount }
-    public var bufferAlignment: Int { inner.bufferAlignment }
     public var ioMode: String { inner.ioMode + (isRecording ? ", recorded" : "") }
 
     public func submit(_ request: BDevRequest, completion: @escaping BDevCompletion) {
@@ -102,10 +96,6 @@ public final class RecordingBDev: BlockDevice, @unchecked Sendable {
         do { _ = try bytes.withUnsafeBytes { try fd.writeAll($0) } } catch { throw (error as? Errno) ?? .ioError }
     }
 
-    public func poll() -> Int { inner.poll() }
-    public var wakeupFD: Int32? { inner.wakeupFD }
-    public var hasOutstandingWork: Bool { inner.hasOutstandingWork }
-    public func allocateBuffer(byteCount: Int) -> AlignedBuffer { inner.allocateBuffer(byteCount: byteCount) }
     public func close() {
         if let fd = log { try? fd.close(); log = nil }
         inner.close()

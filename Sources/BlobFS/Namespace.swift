@@ -261,7 +261,6 @@ extension FileSystem {
         }
         if src.isDirectory && isAncestor(src, of: dp) { throw FSError(EINVAL, "cannot move a directory into itself") }
 
-
         // 1. The source takes the new name (commit: its root-page write). A replaced target
         //    still claims the name on disk, with an older version: the mount rule gives a
         //    contested name to the newest claim, so after a crash here the rename stands.

@@ -1,5 +1,6 @@
 import Glibc
 import BDev
+import Platform
 
 /// A promise a recorded FUSE workload made, to check in every crash state whose durable
 /// base includes everything the log held at `afterByte` (the workload reads the log's size

@@ -1,3 +1,4 @@
+import Platform
 /// The workloads of the power-cut harness (docs/DURABILITY.md).
 public enum Workloads {
     /// The small tree every sweep sequence starts from (made durable before recording).

@@ -2,6 +2,7 @@ import Testing
 import Glibc
 import Reactor
 import BDev
+import Platform
 import Blobstore
 import BlobFS
 import Fsck

@@ -1,5 +1,6 @@
-/// A deterministic pseudo-random generator (SplitMix64): seeded test runs replay exactly.
-public struct SplitMix: RandomNumberGenerator {
+/// A deterministic pseudo-random generator (SplitMix64): seeded runs replay exactly (the
+/// tests' random sequences, the power-cut harness's subsets).
+public struct SplitMix: RandomNumberGenerator, Sendable {
     public var state: UInt64
     public init(seed: UInt64) { state = seed }
     public init(state: UInt64) { self.state = state }
@@ -10,4 +11,6 @@ public struct SplitMix: RandomNumberGenerator {
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
+    /// A value in 0..<n (0 when n ≤ 1).
+    public mutating func below(_ n: Int) -> Int { Int(next() % UInt64(max(1, n))) }
 }
