@@ -70,6 +70,7 @@ func runWorkloads(_ seqs: [[Op]], common: Common, title: String) throws {
     }
     let secs = Double(MonotonicClock.now() - start) / 1e9
     print("\(title): \(seqs.count) workloads, \(h.states) crash states, \(h.violations.count) violations (\(found) workloads) in \(Int(secs)) s")
+    if h.statesWithoutModel > 0 { print("(\(h.statesWithoutModel) crash states had more than 12 operations in their window: checked by fsck and recovery, not the model)") }
     print("")
     print("| operation class | workloads | crash states | violations |")
     print("|---|---|---|---|")
