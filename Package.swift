@@ -97,7 +97,7 @@ let package = Package(
         .testTarget(name: "BDevTests", dependencies: ["BDev", "Reactor", "Platform", "TestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "BlobstoreFormatTests", dependencies: ["Blobstore", "Platform", "TestSupport"],
                     swiftSettings: swiftSettings),
-        .testTarget(name: "BlobstoreTests", dependencies: ["Blobstore", "BlobFS", "BDev", "Reactor", "Platform", "TestSupport"],
+        .testTarget(name: "BlobstoreTests", dependencies: ["Blobstore", "BlobFS", "BDev", "Reactor", "Platform", "TestSupport", "CrashCheck"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "BlobFSTests", dependencies: ["BlobFS", "Blobstore", "BDev", "Reactor", "Platform", "TestSupport"],
                     swiftSettings: swiftSettings),
