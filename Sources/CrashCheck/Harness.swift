@@ -167,7 +167,8 @@ public final class CrashHarness: @unchecked Sendable {
         case .chmod(let p, let m):
             _ = try await fs.setattr(try ino(p), SetAttributes(mode: m), handle: nil, caller: .root)
         case .utimens(let p, let s):
-            _ = try await fs.setattr(try ino(p), SetAttributes(atime: .set(Timestamp(seconds: s, nanoseconds: 0))), handle: nil, caller: .root)
+            let t = Timestamp(seconds: s, nanoseconds: 0)
+            _ = try await fs.setattr(try ino(p), SetAttributes(atime: .set(t), mtime: .set(t)), handle: nil, caller: .root)
         case .fsync(let p):
             let i = try ino(p)
             if try fs.getattr(i).mode & UInt32(S_IFMT) == UInt32(S_IFDIR) {

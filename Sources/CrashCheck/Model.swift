@@ -103,8 +103,8 @@ public struct Model: Sendable, Equatable {
         public var mode: UInt32
         public var target: String = ""
         public var xattrs: [String: [UInt8]] = [:]
-        /// Set only by utimens (other times are not compared).
-        public var atime: Int64?
+        /// atime and mtime, set only by utimens (other times are not compared).
+        public var times: Int64?
         public var entries: [String: Int] = [:]
         public var nlink = 1
     }
@@ -166,6 +166,20 @@ public struct Model: Sendable, Equatable {
     /// Apply an op as POSIX would; throws when it would fail (so a subset that drops an
     /// operation another one needs is not a state a crash may leave).
     public mutating func apply(_ op: Op) throws(ModelError) {
+        try applyChange(op)
+        // mtime moves with data (files) and entries (directories): times set by utimens
+        // are compared only until then.
+        switch op {
+        case .write(let p, _, _, _), .truncate(let p, _), .fallocate(let p, _, _), .punchHole(let p, _, _):
+            if let id = resolve(p) { nodes[id]!.times = nil }
+        case .utimens, .chmod, .setxattr, .removexattr, .fsync, .fsyncdir, .sync:
+            break
+        default:
+            for (id, n) in nodes where n.kind == .directory { nodes[id]!.times = nil }
+        }
+    }
+
+    mutating func applyChange(_ op: Op) throws(ModelError) {
         switch op {
         case .creat(let p): _ = try add(p, Node(kind: .file, mode: 0o644))
         case .mkdir(let p): _ = try add(p, Node(kind: .directory, mode: 0o755))
@@ -240,7 +254,7 @@ public struct Model: Sendable, Equatable {
             nodes[id]!.mode = m
         case .utimens(let p, let s):
             guard let id = resolve(p) else { throw ModelError(reason: "no \(p)") }
-            nodes[id]!.atime = s
+            nodes[id]!.times = s
         case .fsync(let p):
             guard let id = resolve(p), nodes[id]!.kind != .symlink else { throw ModelError(reason: "no \(p)") }
         case .fsyncdir(let p): _ = try dir(p)

@@ -3,8 +3,8 @@ import Platform
 import BlobFS
 
 /// What a mounted volume shows, in the model's terms: the namespace skeleton (paths,
-/// types, modes, symlink targets, xattrs, explicitly set atimes, which paths share an
-/// inode) and each file's bytes.
+/// types, modes, owners, symlink targets, xattrs, times set by utimens, which paths share
+/// an inode) and each file's bytes.
 public struct Observed: Sendable {
     public struct Entry: Sendable, Equatable {
         public var kind: Model.Kind
@@ -12,6 +12,9 @@ public struct Observed: Sendable {
         public var target: String
         public var xattrs: [String: [UInt8]]
         public var atime: Int64
+        public var mtime: Int64
+        public var uid: UInt32
+        public var gid: UInt32
         public var ino: UInt64
     }
     public var entries: [String: Entry] = [:]
@@ -34,7 +37,8 @@ public struct Observed: Sendable {
                 var xs: [String: [UInt8]] = [:]
                 for n in try fs.listxattr(a.ino) { xs[String(decoding: n, as: UTF8.self)] = try fs.getxattr(a.ino, name: n) }
                 let target = kind == .symlink ? String(decoding: try fs.readlink(a.ino), as: UTF8.self) : ""
-                o.entries[p] = Entry(kind: kind, mode: a.mode & 0o7777, target: target, xattrs: xs, atime: a.atime.seconds, ino: a.ino)
+                o.entries[p] = Entry(kind: kind, mode: a.mode & 0o7777, target: target, xattrs: xs, atime: a.atime.seconds,
+                                     mtime: a.mtime.seconds, uid: a.uid, gid: a.gid, ino: a.ino)
                 if kind == .file {
                     let fh = try await fs.open(a.ino, flags: O_RDONLY)
                     var bytes: [UInt8] = []
@@ -70,7 +74,8 @@ public struct Observed: Sendable {
             if n.kind != .symlink && n.mode & 0o7777 != e.mode { return "\(p): mode \(String(e.mode, radix: 8)), expected \(String(n.mode, radix: 8))" }
             if n.target != e.target { return "\(p): target \(e.target), expected \(n.target)" }
             if n.xattrs != e.xattrs { return "\(p): xattrs \(e.xattrs.keys.sorted()), expected \(n.xattrs.keys.sorted())" }
-            if let t = n.atime, t != e.atime { return "\(p): atime \(e.atime), expected \(t)" }
+            if let t = n.times, t != e.atime || t != e.mtime { return "\(p): atime/mtime \(e.atime)/\(e.mtime), expected \(t)" }
+            if e.uid != 0 || e.gid != 0 { return "\(p): owner \(e.uid):\(e.gid), expected 0:0" }
             if let i = inoOf[id], i != e.ino { return "\(p): a different inode than its other name" }
             if let j = idOf[e.ino], j != id { return "\(p): shares an inode it should not" }
             inoOf[id] = e.ino; idOf[e.ino] = id

@@ -37,7 +37,7 @@ public enum Workloads {
         .creat("/x"),                        // a name renamed away
         .exchange("/d/f", "/x"), .exchange("/d", "/e"),
         .setxattr("/d/f", "user.a", [UInt8](repeating: 0x61, count: 100)), .removexattr("/d/g", "user.k"),
-        .chmod("/d/f", 0o600), .utimens("/x", seconds: 1000),
+        .chmod("/d/f", 0o600), .chmod("/e", 0o700), .utimens("/x", seconds: 1000), .utimens("/d", seconds: 2000),
     ]
 
     /// What follows an operation in the sweep.
