@@ -73,7 +73,7 @@ extension FileSystem {
         guard off <= UInt64(Int64.max) - UInt64(count) else { throw FSError(EFBIG) }
         if count == 0 { return 0 }
         let b = try await openBlobLocked(n)
-        if off > n.size { try await zeroPastEnd(n, b, to: off) }
+        if off + UInt64(count) > n.size { try await prepareExtension(n, b, from: off, to: off + UInt64(count)) }
         try await ensureCapacity(n, b, bytes: off + UInt64(count))
         do { try await b.write(at: off, from: UnsafeRawBufferPointer(data.slice(0, count))) } catch { throw mapError(error) }
         withExtendedLifetime(data) {}
@@ -98,9 +98,9 @@ extension FileSystem {
 
     /// Set the size, persisted now. Shrinking releases the whole clusters past the new end
     /// (discarded only after a flush) and writes nothing else: the bytes after the new end
-    /// in its last cluster stay as they were until an extension zeroes them
-    /// (`zeroPastEnd`). So a crash that loses the new size finds the file intact; zeroing
-    /// them here, before the size is durable, would destroy data a crash brings back.
+    /// in its last cluster stay as they were until an extension deals with them
+    /// (`prepareExtension`). So a crash that loses the new size finds the file intact;
+    /// zeroing them here, before the size is durable, would destroy data a crash brings back.
     func truncate(_ n: Inode, to size: UInt64) async throws(FSError) {
         await n.lock.lock()
         defer { n.lock.unlock() }
@@ -109,8 +109,10 @@ extension FileSystem {
             let need = (size + clusterSize - 1) / clusterSize
             if size < n.size {
                 if need < b.numClusters { try await b.resize(need) }
+                // Nothing is mapped past `need` now; a partial last cluster keeps old bytes.
+                if n.zeroFrom != nil { n.zeroFrom = size % clusterSize == 0 ? size : nil }
             } else {
-                try await zeroPastEnd(n, b, to: size)
+                try await prepareExtension(n, b, from: size, to: size)
                 if need > b.numClusters { try await b.resize(need) }
             }
         } catch let e as FSError { throw e } catch let e as BlobstoreError { throw mapError(e) } catch { throw FSError(EIO) }
@@ -121,18 +123,54 @@ extension FileSystem {
         try await persistLocked(n)
     }
 
-    /// Before the size grows to `end`: zero what lies between the current end and `end` in
-    /// the current last cluster — the only place bytes past the end can be stale (left by a
-    /// shrink; clusters past it were released, later ones are zero-filled when allocated).
-    /// The zeros must be durable before the new size is: the next commit flushes first.
-    func zeroPastEnd(_ n: Inode, _ b: Blob, to end: UInt64) async throws(FSError) {
+    /// Before the size grows from its current value over [from, to) being written (or to
+    /// `to` with nothing written when from == to): bytes past the end of a file may be
+    /// stale — a shrink leaves its last cluster's tail, and a crash can keep an extending
+    /// write's data but lose its size — and must not become visible. So: zero the stale
+    /// bytes that the write does not cover (in place, in mapped clusters only), and make
+    /// the next commit flush first, so the zeros and the written data are durable before
+    /// the new size. `Inode.zeroFrom` remembers when everything past the end is known to
+    /// be zero (new files; after this runs once), and then nothing needs doing.
+    func prepareExtension(_ n: Inode, _ b: Blob, from off: UInt64, to end: UInt64) async throws(FSError) {
         let s = n.size
-        guard end > s, s % clusterSize != 0 else { return }
-        let ci = s / clusterSize
-        let stop = min(end, (ci + 1) * clusterSize, b.byteSize)
-        guard stop > s, ci < b.numClusters, b.deviceCluster(Int(ci)) != 0 else { return }
-        do { try await b.writeZeroes(at: s, length: stop - s) } catch { throw mapError(error) }
+        if let z = n.zeroFrom, z <= s { return }
+        let cs = clusterSize
+        let tailEnd = min(s % cs == 0 ? s : (s / cs + 1) * cs, b.byteSize)
+        var zeros: [Range<UInt64>] = []
+        func stale(_ r: Range<UInt64>) {       // r minus the part the write covers
+            let lo = r.lowerBound, hi = r.upperBound
+            if lo < min(hi, off) { zeros.append(lo..<min(hi, off)) }
+            if max(lo, end) < hi && off < end { zeros.append(max(lo, end)..<hi) }
+        }
+        let staleTail = s < tailEnd && b.deviceCluster(Int(s / cs)) != 0
+        if staleTail { stale(s..<tailEnd) }
+        // Clusters wholly past the end are mapped only by fallocate(KEEP_SIZE): zero-filled
+        // then, but a crash may have left an extending write's data in them.
+        var mappedBeyond = false
+        var c = tailEnd / cs
+        while c < b.numClusters {
+            if b.deviceCluster(Int(c)) != 0 {
+                mappedBeyond = true
+                let r = (c * cs)..<min((c + 1) * cs, max(off, end))
+                if !r.isEmpty { stale(r) }
+            }
+            c += 1
+        }
+        if !staleTail && !mappedBeyond { n.zeroFrom = s; return }  // nothing mapped past the end
+        let zero = store.bdev.allocateBuffer(byteCount: min(1 << 20, Int(zeros.map { $0.count }.max() ?? 0) + 1))
+        zero.zero()
+        for r in zeros {
+            var pos = r.lowerBound
+            while pos < r.upperBound {
+                let len = Int(min(UInt64(zero.count), r.upperBound - pos))
+                do { try await b.write(at: pos, from: UnsafeRawBufferPointer(zero.slice(0, len))) } catch { throw mapError(error) }
+                pos += UInt64(len)
+            }
+        }
+        withExtendedLifetime(zero) {}
         b.orderDataBeforeNextCommit()
+        // Past the new end, the tail cluster is zero now; clusters mapped beyond stay unknown.
+        n.zeroFrom = mappedBeyond ? nil : s
     }
 
     public func flush(_ ino: InodeNumber, handle: UInt64) async throws(FSError) {
@@ -174,7 +212,7 @@ extension FileSystem {
         let end = offset + length
         let b = try await openBlobLocked(n)
         let keep = mode & Self.fallocKeepSize != 0
-        if !keep && end > n.size && mode & Self.fallocPunchHole == 0 { try await zeroPastEnd(n, b, to: end) }
+        if !keep && end > n.size && mode & Self.fallocPunchHole == 0 { try await prepareExtension(n, b, from: end, to: end) }
         do {
             if mode & Self.fallocPunchHole != 0 {
                 guard keep else { throw FSError(EOPNOTSUPP) }

@@ -39,6 +39,9 @@ final class Inode {
     // Ordering marks (Blobstore.writeMark; nil = nothing unflushed). An operation that
     // relies on one of these writes flushes first unless it is durable (docs/NAMESPACE.md,
     // "Ordering between operations").
+    /// Every mapped byte at or past this offset is known to be zero (nil: unknown, as for
+    /// every file at mount). See `FileSystem.prepareExtension`.
+    var zeroFrom: UInt64?
     /// This inode's newest root-page write (creation, rename, link, attributes).
     var writeMark: UInt64?
     /// Directories: the newest write that took a child away (unlink, rmdir, rename away).

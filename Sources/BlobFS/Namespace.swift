@@ -108,6 +108,7 @@ extension FileSystem {
         node.symlinkTarget = symlink
         node.allocatedClusters = 0
         node.writeMark = store.writeMark
+        node.zeroFrom = 0
         inodes[node.ino] = node
         insertEntry(parent: parent, name: name, child: node)
         touchDirectory(parent, now)

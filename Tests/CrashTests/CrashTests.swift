@@ -95,6 +95,20 @@ import Fsck
         #expect(try check([[.unlink("/x"), .sync]], tamper: early).violations.count > 0)
     }
 
+    /// Stale bytes past the end (a shrink's tail) never show when a later extension's data
+    /// is lost and its size is not (found by the pair sweep and a triple).
+    @Test func extensionNeverShowsStaleBytes() throws {
+        let seqs: [[Op]] = [
+            [.truncate("/d/f", 100), .fsync("/d/f"), .write("/d/f", offset: 100, length: 200, fill: 0x71), .fsync("/d/f")],
+            [.truncate("/d/f", 100), .fsync("/d/f"), .punchHole("/d/f", offset: 10, length: 100), .fsync("/d/f"),
+             .write("/d/f", offset: 100, length: 200, fill: 0x72), .fsync("/d/f")],
+            [.truncate("/d/g", 5000), .sync, .truncate("/d/g", 12000), .sync],
+            [.truncate("/d/g", 5000), .sync, .fallocate("/d/g", offset: 0, length: 40000), .sync],
+            [.truncate("/d/f", 3000), .write("/d/f", offset: 3000, length: 10, fill: 0x73), .write("/d/f", offset: 3010, length: 10, fill: 0x74), .sync],
+        ]
+        expectClean(try check(seqs), "extensions")
+    }
+
     /// 3. Operations that depend on earlier unflushed ones are never kept without them.
     @Test func dependentOperations() throws {
         let seqs: [[Op]] = [
