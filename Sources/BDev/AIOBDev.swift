@@ -83,17 +83,26 @@ public final class AIOBDev: BlockDevice, @unchecked Sendable {
     ///   - queueDepth: AIO slots; more requests wait in a software backlog.
     ///   - create: create a regular file if missing and extend it (sparsely) to this many bytes
     ///     if it is smaller. A file is never shrunk.
+    ///   - access: `.exclusive` locks the volume against every other read-write opener
+    ///     (flock on a file, O_EXCL on a block device) and fails with EBUSY if it is held;
+    ///     `.readOnly` opens O_RDONLY with no lock.
     /// The usable size is the file or device size rounded down to whole blocks.
     public init(name: String, path: String, blockSize: Int? = nil, queueDepth: Int = 128,
-                direct: DirectMode = .auto, create: UInt64? = nil) throws(BDevError) {
+                direct: DirectMode = .auto, create: UInt64? = nil, access: VolumeAccess = .exclusive) throws(BDevError) {
         let what = "aio bdev \(name) (\(path))"
         if let bs = blockSize, bs < 512 || bs & (bs - 1) != 0 {
             throw BDevError(.invalidArgument, "\(what): block size \(bs) must be a power of two ≥ 512")
         }
         guard queueDepth > 0 else { throw BDevError(.invalidArgument, "\(what): queue depth must be positive") }
 
-        var flags = O_RDWR | O_CLOEXEC
+        if access == .readOnly && create != nil {
+            throw BDevError(.invalidArgument, "\(what): cannot create a file opened read-only")
+        }
+        var flags = (access == .readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC
         if create != nil { flags |= O_CREAT }
+        // O_EXCL on a block device claims it: EBUSY while it is mounted or claimed (with
+        // O_CREAT it would mean "must not exist"; regular files are flock'd below instead).
+        if access == .exclusive && create == nil && DeviceFile.isBlockDevicePath(path) { flags |= O_EXCL }
         var fd = Glibc.open(path, flags | (direct == .off ? 0 : DeviceFile.directFlag), 0o644)
         // Why the device runs buffered; nil while O_DIRECT holds.
         var bufferedReason = direct == .off ? "O_DIRECT disabled" : nil
@@ -102,9 +111,19 @@ public final class AIOBDev: BlockDevice, @unchecked Sendable {
             fd = Glibc.open(path, flags, 0o644)
             if fd >= 0 { bufferedReason = "O_DIRECT unsupported on \(Self.filesystemName(fd))" }
         }
-        guard fd >= 0 else { throw BDevError(Errno(rawValue: errno), "\(what): cannot open") }
+        guard fd >= 0 else {
+            if errno == EBUSY { throw BDevError(.resourceBusy, "\(what): in use (mounted, or held open exclusively)") }
+            throw BDevError(Errno(rawValue: errno), "\(what): cannot open")
+        }
         var keepOpen = false
         defer { if !keepOpen { Glibc.close(fd) } }
+        if access == .exclusive && DeviceFile.isRegularFile(fd) {
+            let locked: Bool
+            do throws(Errno) { locked = try VolumeLock.tryExclusive(fd) } catch {
+                throw BDevError(error, "\(what): cannot lock")
+            }
+            if !locked { throw BDevError(.resourceBusy, "\(what): in use (another process has it open read-write)") }
+        }
 
         // Geometry.
         let logical: Int, physical: Int
@@ -160,10 +179,14 @@ public final class AIOBDev: BlockDevice, @unchecked Sendable {
                 guard err == EINVAL else {
                     throw BDevError(Errno(rawValue: err), "\(what): reading block 0 failed")
                 }
-                let buffered = Glibc.open(path, O_RDWR | O_CLOEXEC)
+                // Reopened: the lock belongs to the old descriptor, so take it again.
+                let buffered = Glibc.open(path, (access == .readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC)
                 guard buffered >= 0 else { throw BDevError(Errno(rawValue: errno), "\(what): cannot reopen without O_DIRECT") }
                 Glibc.close(fd)
                 fd = buffered
+                if access == .exclusive && DeviceFile.isRegularFile(fd) && (try? VolumeLock.tryExclusive(fd)) != true {
+                    throw BDevError(.resourceBusy, "\(what): in use (another process has it open read-write)")
+                }
                 bufferedReason = "O_DIRECT unsupported on \(Self.filesystemName(fd))"
             }
         }

@@ -1,7 +1,8 @@
 import Platform
 
-/// Create the bdev a config entry describes.
-public func openBDev(_ entry: BDevConfig.Entry) throws(BDevError) -> any BlockDevice {
+/// Create the bdev a config entry describes. `access` applies to aio bdevs; a user-space
+/// NVMe controller is always exclusive (its VFIO group or its lock), and malloc is private.
+public func openBDev(_ entry: BDevConfig.Entry, access: VolumeAccess = .exclusive) throws(BDevError) -> any BlockDevice {
     switch entry {
     case .malloc(let name, let numBlocks, let blockSize, let numaNode):
         let (byteCount, overflow) = numBlocks.multipliedReportingOverflow(by: UInt64(blockSize))
@@ -11,7 +12,7 @@ public func openBDev(_ entry: BDevConfig.Entry) throws(BDevError) -> any BlockDe
         if let numaNode { return try MallocBDev(name: name, byteCount: byteCount, blockSize: blockSize, numaNode: numaNode) }
         return try MallocBDev(name: name, byteCount: byteCount, blockSize: blockSize)
     case .aio(let name, let filename, let blockSize):
-        return try AIOBDev(name: name, path: filename, blockSize: blockSize)
+        return try AIOBDev(name: name, path: filename, blockSize: blockSize, access: access)
     case .nvme(let name, let trtype, let traddr):
         guard trtype.lowercased() == "pcie" else {
             throw BDevError(.notSupported, "bdev \(entry.bdevName) (NVMe controller \(name)): transport type \"\(trtype)\" "

@@ -147,3 +147,15 @@ extension StackedBlockDevice {
     public var hasOutstandingWork: Bool { inner.hasOutstandingWork }
     public func allocateBuffer(byteCount: Int) -> AlignedBuffer { inner.allocateBuffer(byteCount: byteCount) }
 }
+
+/// How a bdev opens its backing store (docs/ARCHITECTURE.md, "Exclusive access").
+public enum VolumeAccess: Sendable, Equatable {
+    /// Read-write, and no one else read-write at the same time: an image file is flock'd,
+    /// a block device opened with O_EXCL. A volume someone else holds gives `EBUSY`.
+    case exclusive
+    /// Read-only, with no lock: shares the volume with a writer (`-o ro`, `fsck -n`,
+    /// blobfs-inspect). Any write fails.
+    case readOnly
+    /// Read-write without taking or honouring the lock (`mkfs.blobfs -f -f`).
+    case ignoringLock
+}

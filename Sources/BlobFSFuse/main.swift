@@ -149,7 +149,13 @@ struct BlobFSFuse: ParsableCommand {
     private func serve(selection: DeviceSelection, mountpoint: String, options o: Options,
                        report: (Result<String, ToolError>) -> Void) throws(ToolError) {
         let record = getenv("BLOBFS_RECORD_IO").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
-        let rt = try ToolRuntime(selection, blockSize: blockSize, recordIOTo: record)
+        // Read-write mounts hold the volume exclusively; read-only ones share it.
+        let rt: ToolRuntime
+        do throws(ToolError) {
+            rt = try ToolRuntime(selection, blockSize: blockSize, recordIOTo: record, access: o.readOnly ? .readOnly : .exclusive)
+        } catch where error.inUse {
+            throw ToolError("cannot mount: " + error.message + " (a read-only mount, -o ro, may share it)")
+        }
         var cleanExit = false
         defer { rt.shutdown() }
         let reactor = rt.reactor, dev = rt.device

@@ -23,7 +23,7 @@ struct VolumeOptions: ParsableArguments {
             throw ValidationError(error.message)
         }
         let rt: ToolRuntime
-        do { rt = try ToolRuntime(selection, name: "inspect0") } catch { throw fail(error.message, exit: 2) }
+        do { rt = try ToolRuntime(selection, name: "inspect0", access: .readOnly) } catch { throw fail(error.message, exit: 2) }
         defer { rt.shutdown() }
         let dev = rt.device, reactor = rt.reactor
         let name = selection.description

@@ -103,8 +103,9 @@ struct FsckBlobFS: ParsableCommand {
             }
         }
         let rt: ToolRuntime
-        do { rt = try ToolRuntime(selection, name: "fsck0") } catch {
-            printError("fsck.blobfs: \(error.message)")
+        // -n shares the volume (read-only, no lock); a repair holds it exclusively.
+        do { rt = try ToolRuntime(selection, name: "fsck0", access: mode == .check ? .readOnly : .exclusive) } catch {
+            printError("fsck.blobfs: \(error.message)" + (error.inUse ? "; unmount it first (or check read-only with -n)" : ""))
             return FsckExit.operational
         }
         defer { rt.shutdown() }
@@ -180,50 +181,10 @@ func format3(_ s: Double) -> String { "; checked in \(Int(s * 1000)) ms" }
 /// mounted or claimed. Images and devices: a mount whose source is this path (blobfs-fuse
 /// uses the path as FUSE fsname).
 func mountedState(_ path: String) -> String? {
-    let real = realPath(path) ?? path
-    for m in mountSources() {
-        if m.source == path || m.source == real || realPath(m.source) == real { return "mounted at \(m.mountPoint)" }
-    }
+    let mounts = ToolRuntime.mountsOf(path)
+    if !mounts.isEmpty { return "mounted at \(mounts.joined(separator: ", "))" }
     if DeviceFile.isBlockDevicePath(path) && blockDeviceBusy(path) { return "in use (mounted or held open exclusively)" }
     return nil
-}
-
-func realPath(_ p: String) -> String? {
-    guard let r = realpath(p, nil) else { return nil }
-    defer { free(r) }
-    return String(cString: r)
-}
-
-/// (source, mount point) of every mount, from /proc/self/mountinfo (octal escapes decoded).
-func mountSources() -> [(source: String, mountPoint: String)] {
-    guard let f = fopen("/proc/self/mountinfo", "r") else { return [] }
-    defer { fclose(f) }
-    var out: [(String, String)] = []
-    var line: UnsafeMutablePointer<CChar>? = nil
-    var cap = 0
-    defer { free(line) }
-    while getline(&line, &cap, f) > 0 {
-        let fields = String(cString: line!).split(separator: " ", omittingEmptySubsequences: true).map(String.init)
-        guard let dash = fields.firstIndex(of: "-"), dash + 2 < fields.count, fields.count > 4 else { continue }
-        out.append((unescape(fields[dash + 2].trimmingTrailingNewline), unescape(fields[4])))
-    }
-    return out
-}
-
-private func unescape(_ s: String) -> String {
-    var out: [UInt8] = []
-    let b = Array(s.utf8)
-    var i = 0
-    while i < b.count {
-        if b[i] == UInt8(ascii: "\\"), i + 3 < b.count, let v = UInt8(String(decoding: b[i + 1...i + 3], as: UTF8.self), radix: 8) {
-            out.append(v); i += 4
-        } else { out.append(b[i]); i += 1 }
-    }
-    return String(decoding: out, as: UTF8.self)
-}
-
-extension String {
-    var trimmingTrailingNewline: String { hasSuffix("\n") ? String(dropLast()) : self }
 }
 
 /// Progress on a terminal: "Pass 1: metadata pages 42%" for large volumes.

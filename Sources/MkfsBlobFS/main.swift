@@ -27,7 +27,10 @@ struct Mkfs: ParsableCommand {
         layout (1 MiB clusters, one metadata page per cluster).
 
         mkfs.blobfs refuses to overwrite an existing blobstore, a known filesystem or \
-        partition table, or a block device in use, unless -f is given.
+        partition table unless -f is given. It refuses a volume that is mounted or in \
+        use (held read-write by blobfs-fuse, fsck.blobfs or another mkfs.blobfs, or a \
+        block device that is mounted or claimed) even with -f, and names the holder; \
+        -f -f formats it anyway, and the holder's view of it is then garbage.
 
         --nvme drives an NVMe controller from user space, with no kernel block layer: \
         the PCI function must be bound to vfio-pci or uio_pci_generic first \
@@ -65,8 +68,8 @@ struct Mkfs: ParsableCommand {
 
     @OptionGroup var source: DeviceSourceOptions
 
-    @Flag(name: [.short, .long], help: "Overwrite an existing blobstore, filesystem or partition table.")
-    var force = false
+    @Flag(name: [.short, .long], help: "Overwrite an existing blobstore, filesystem or partition table. Given twice, format a volume that is mounted or in use.")
+    var force: Int
 
     @Flag(name: [.short, .long], help: "Print nothing but errors.")
     var quiet = false
@@ -105,25 +108,33 @@ struct Mkfs: ParsableCommand {
                 throw ToolError("\(p) does not exist (use --size SIZE to create an image file)")
             }
             if exists {
-                if DeviceFile.isBlockDevicePath(p) {
-                    if createSize != nil { throw .usage("--size applies to image files, not block device \(p)") }
-                    if blockDeviceBusy(p) && !force {
-                        throw ToolError("\(p) is in use (mounted or held by another program); refusing to format it")
-                    }
+                if DeviceFile.isBlockDevicePath(p) && createSize != nil {
+                    throw .usage("--size applies to image files, not block device \(p)")
                 }
-                if !force, let existing = ExistingContent.probe(p) {
+                // A mount whose source is this path (kernel or FUSE); the lock taken at open
+                // below catches every other holder.
+                if force < 2 && (!ToolRuntime.mountsOf(p).isEmpty || (DeviceFile.isBlockDevicePath(p) && blockDeviceBusy(p))) {
+                    throw ToolError(ToolRuntime.inUseMessage(selection) + "; refusing to format it (-f -f formats it anyway)")
+                }
+                if force == 0, let existing = ExistingContent.probe(p) {
                     throw ToolError("\(p) contains \(existing); use -f to overwrite it")
                 }
             }
         }
 
-        let rt = try ToolRuntime(selection, blockSize: blockSize, createSize: createSize)
+        let rt: ToolRuntime
+        do throws(ToolError) {
+            rt = try ToolRuntime(selection, blockSize: blockSize, createSize: createSize,
+                                 access: force >= 2 ? .ignoringLock : .exclusive)
+        } catch where error.inUse {
+            throw ToolError(error.message + "; refusing to format it (-f -f formats it anyway)")
+        }
         defer { rt.shutdown() }
         let dev = rt.device
         // Devices without a path (config bdevs, NVMe) are probed through the bdev itself.
         switch selection {
         case .config, .nvme:
-            if !force, let existing = ExistingContent.probe(rt) {
+            if force == 0, let existing = ExistingContent.probe(rt) {
                 throw ToolError("\(selection) contains \(existing); use -f to overwrite it")
             }
         case .path, .malloc: break

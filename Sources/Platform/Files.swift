@@ -9,6 +9,10 @@ public enum DeviceFile {
         var st = stat()
         return fstat(fd, &st) == 0 && (st.st_mode & S_IFMT) == S_IFBLK
     }
+    public static func isBlockDevicePath(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFBLK
+    }
     public static func isRegularFile(_ fd: Int32) -> Bool {
         var st = stat()
         return fstat(fd, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG

@@ -315,7 +315,9 @@ final class VFIOPCIDevice: UserPCIDevice {
         let groupFD = Glibc.open("/dev/vfio/\(group)", O_RDWR | O_CLOEXEC)
         guard groupFD >= 0 else {
             throw PCIError(Errno(rawValue: errno), "\(what): cannot open /dev/vfio/\(group)"
-                           + (errno == EBUSY ? " (another process has the device open)" : ""))
+                           + (errno == EBUSY ? " (another process drives this controller: "
+                              + (FileHolder.holders(of: "/dev/vfio/\(group)").map(\.description).joined(separator: ", ").nonEmpty ?? "unknown")
+                              + ")" : ""))
         }
         fds.append(groupFD)
         switch shim_vfio_group_viable(groupFD) {
@@ -421,6 +423,16 @@ final class UIOPCIDevice: UserPCIDevice {
             munmap(p, Int(st.st_size))
             throw PCIError(Errno(rawValue: errno), "\(what): cannot open the config space")
         }
+        // uio lets any number of processes map the BAR; one driver at a time is ours to
+        // enforce (VFIO's group enforces it for us): a flock on the config space file,
+        // held until this device is closed.
+        if (try? VolumeLock.tryExclusive(configFD)) != true {
+            Glibc.close(configFD)
+            munmap(p, Int(st.st_size))
+            let holders = FileHolder.holders(of: "\(address.sysfsPath)/config")
+            throw PCIError(.resourceBusy, "\(what): another process drives this controller"
+                           + (holders.isEmpty ? "" : " (\(holders.map(\.description).joined(separator: ", ")))"))
+        }
     }
 
     func enableBusMaster() throws(PCIError) {
@@ -465,4 +477,9 @@ final class UIOPCIDevice: UserPCIDevice {
     }
 
     deinit { close() }
+}
+
+extension String {
+    /// nil for "", else the string.
+    var nonEmpty: String? { isEmpty ? nil : self }
 }

@@ -75,7 +75,11 @@ public struct DeviceSourceOptions: ParsableArguments {
 public struct ToolError: Error, CustomStringConvertible {
     public var message: String
     public var exitCode: Int32
-    public init(_ message: String, exitCode: Int32 = 1) { self.message = message; self.exitCode = exitCode }
+    /// The volume is held by another process (the open failed with EBUSY).
+    public var inUse = false
+    public init(_ message: String, exitCode: Int32 = 1, inUse: Bool = false) {
+        self.message = message; self.exitCode = exitCode; self.inUse = inUse
+    }
     public static func usage(_ m: String) -> ToolError { ToolError(m, exitCode: 2) }
     public var description: String { message }
 }
@@ -93,8 +97,11 @@ public final class ToolRuntime: @unchecked Sendable {
     ///   - createSize: create or extend an image file to this size first.
     ///   - recordIOTo: wrap the device in a `RecordingBDev` that logs every completed write
     ///     and flush to this file (the power-cut harness; docs/DURABILITY.md).
+    ///   - access: how an image file or block device is opened (docs/ARCHITECTURE.md,
+    ///     "Exclusive access"); a volume someone else holds fails with a message that names
+    ///     the holder.
     public init(_ selection: DeviceSelection, blockSize: Int? = nil, createSize: UInt64? = nil,
-                name: String = "blobfs0", recordIOTo: String? = nil) throws(ToolError) {
+                name: String = "blobfs0", recordIOTo: String? = nil, access: VolumeAccess = .exclusive) throws(ToolError) {
         // BLOBFS_REACTOR_SPIN_US: how long the idle reactor polls before sleeping (default 100).
         let spin = getenv("BLOBFS_REACTOR_SPIN_US").flatMap { Int(String(cString: $0)) } ?? Reactor.defaultIdleSpinMicroseconds
         do { reactor = try Reactor(name: "reactor", idleSpinMicroseconds: spin) } catch { throw ToolError("cannot start the reactor: \(error)") }
@@ -104,15 +111,18 @@ public final class ToolRuntime: @unchecked Sendable {
                 device = try MallocBDev(name: "Malloc0", byteCount: bytes, blockSize: blockSize ?? 4096)
             case .config(let file, let bdev):
                 let cfg = try BDevConfig.load(path: file)
-                device = try openBDev(try cfg.entry(named: bdev))
+                device = try openBDev(try cfg.entry(named: bdev), access: access)
             case .nvme(let address):
                 device = try NVMeBDev(name: "Nvme0n1", address: address)
             case .path(let p):
                 let bs = blockSize ?? Self.existingIOUnitSize(p) ?? 4096
                 device = try AIOBDev(name: name, path: p, blockSize: DeviceFile.isBlockDevicePath(p) ? nil : bs,
-                                     create: createSize)
+                                     create: createSize, access: access)
             }
             if let log = recordIOTo { device = try RecordingBDev(device, logPath: log) }
+        } catch let e as BDevError where e.errno == .resourceBusy {
+            reactor.shutdown()
+            throw ToolError(Self.inUseMessage(selection), exitCode: 1, inUse: true)
         } catch {
             reactor.shutdown()
             throw ToolError("\(selection): \(error)")
@@ -120,6 +130,34 @@ public final class ToolRuntime: @unchecked Sendable {
         let dev = device
         let id = try? reactor.runBlocking { [reactor] in reactor.addPoller(dev) }
         pollerID = id ?? 0
+    }
+
+    /// "v.img is in use by blobfs-fuse (pid 42), mounted at /mnt": who holds a volume, as
+    /// far as /proc/self/mountinfo and /proc/PID/fd tell.
+    public static func inUseMessage(_ selection: DeviceSelection) -> String {
+        var paths: [String] = []
+        switch selection {
+        case .path(let p): paths = [p]
+        case .config(let file, let bdev):
+            if let cfg = try? BDevConfig.load(path: file), case .aio(_, let f, _)? = try? cfg.entry(named: bdev) { paths = [f] }
+        case .malloc, .nvme: break
+        }
+        var parts: [String] = []
+        for p in paths {
+            let holders = FileHolder.holders(of: p)
+            if !holders.isEmpty { parts.append("by " + holders.map(\.description).joined(separator: ", ")) }
+            let mounts = mountsOf(p)
+            if !mounts.isEmpty { parts.append("mounted at " + mounts.joined(separator: ", ")) }
+        }
+        return "\(selection) is in use" + (parts.isEmpty ? " (another process has it open read-write)" : " " + parts.joined(separator: ", "))
+    }
+
+    /// Mount points whose source is `path` (blobfs-fuse uses the image or device path as
+    /// its FUSE fsname; kernel filesystems name their block device).
+    public static func mountsOf(_ path: String) -> [String] {
+        let real = realPath(path) ?? path
+        return currentMounts().filter { $0.source == path || $0.source == real || ($0.source.hasPrefix("/") && realPath($0.source) == real) }
+                              .map(\.mountPoint)
     }
 
     /// Run `body` on the reactor, blocking the caller until it finishes.
@@ -169,13 +207,6 @@ public final class ToolRuntime: @unchecked Sendable {
     }
 }
 
-extension DeviceFile {
-    public static func isBlockDevicePath(_ path: String) -> Bool {
-        var st = stat()
-        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFBLK
-    }
-}
-
 /// "1.0 GiB", "16 KiB", "512 B".
 public func formatBytes(_ n: UInt64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
@@ -199,3 +230,10 @@ public func printError(_ s: String, newline: Bool = true) {
 
 /// True when stdout/stderr is a terminal (progress output only then).
 public var stderrIsTTY: Bool { isatty(2) != 0 }
+
+/// The canonical absolute path (realpath(3)), or nil if it does not resolve.
+public func realPath(_ p: String) -> String? {
+    guard let r = realpath(p, nil) else { return nil }
+    defer { free(r) }
+    return String(cString: r)
+}

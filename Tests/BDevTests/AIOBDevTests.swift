@@ -4,6 +4,7 @@ import Glibc
 import Platform
 import Reactor
 import BDev
+import TestSupport
 
 /// Open an AIOBDev off the reactor and return the error it throws, or nil (closing it).
 private func openError(_ open: () throws(BDevError) -> AIOBDev) -> BDevError? {
@@ -33,7 +34,7 @@ private func fileSize(_ path: String) -> (size: Int, allocated: Int) {
         #expect(dev.blockSize == 4096 && dev.physicalBlockSize == 4096 && dev.blockCount == 256)
         #expect(dev.bufferAlignment == 4096)
 
-        let forced = try AIOBDev(name: "Aio1", path: dir.path("d.img"), direct: .on)
+        let forced = try AIOBDev(name: "Aio1", path: dir.path("d.img"), direct: .on, access: .readOnly)
         defer { forced.close() }
         #expect(forced.ioMode == "O_DIRECT")
     }
@@ -275,6 +276,10 @@ private func fileSize(_ path: String) -> (size: Int, allocated: Int) {
         try onReactor { r in
             let dev = try AIOBDev(name: "Loop0", path: loop)
             #expect(dev.ioMode == "O_DIRECT")
+            // O_EXCL claims the device: a second read-write opener gets EBUSY, a reader shares it.
+            #expect(openError { () throws(BDevError) in try AIOBDev(name: "Loop1", path: loop) }?.errno == .resourceBusy)
+            #expect(blockDeviceClaimed(loop))
+            try AIOBDev(name: "LoopR", path: loop, access: .readOnly).close()
             #expect(dev.blockSize == 512 && dev.blockCount == 32768, "\(dev.blockSize) × \(dev.blockCount)")
             dev.close()
 
@@ -294,4 +299,45 @@ private func fileSize(_ path: String) -> (size: Int, allocated: Int) {
             }
         }
     }
+
+    /// One read-write opener at a time (flock on an image file): a second exclusive open,
+    /// even in the same process, gets EBUSY; read-only and lock-ignoring opens share it;
+    /// close releases it. The lock belongs to the descriptor, so an outside `flock` holder
+    /// counts too.
+    @Test func exclusiveAccessToAnImageFile() throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let path = dir.path("v.img")
+        let first = try AIOBDev(name: "A", path: path, create: 1 << 20)
+        let second = openError { () throws(BDevError) in try AIOBDev(name: "B", path: path) }
+        #expect(second?.errno == .resourceBusy)
+        #expect(second?.message == "aio bdev B (\(path)): in use (another process has it open read-write)")
+        let reader = try AIOBDev(name: "R", path: path, access: .readOnly)
+        let forced = try AIOBDev(name: "F", path: path, access: .ignoringLock)
+        #expect(openError { () throws(BDevError) in try AIOBDev(name: "C", path: path, create: 1 << 20, access: .readOnly) }?.errno == .invalidArgument)
+        reader.close(); forced.close()
+        first.close()
+        let again = try AIOBDev(name: "A2", path: path)
+        again.close()
+
+        // A lock someone else holds: util-linux flock(1) around a sleep.
+        let holder = try Child(["flock", "-o", path, "sleep", "30"], outputPath: dir.path("flock.log"))
+        defer { holder.signal(SIGKILL); _ = holder.wait() }
+        var busy: BDevError? = nil
+        for _ in 0..<500 {
+            busy = openError { () throws(BDevError) in try AIOBDev(name: "D", path: path) }
+            if busy != nil { break }
+            usleep(10_000)
+        }
+        #expect(busy?.errno == .resourceBusy)
+        #expect(FileHolder.holders(of: path).map(\.command).contains("flock"))
+    }
+}
+
+/// O_EXCL open of a block device fails with EBUSY while someone has claimed it.
+private func blockDeviceClaimed(_ path: String) -> Bool {
+    let fd = open(path, O_RDONLY | O_EXCL | O_CLOEXEC)
+    if fd < 0 { return errno == EBUSY }
+    close(fd)
+    return false
 }

@@ -10,6 +10,7 @@ enum Tools {
     static var mkfs: String { binDir + "/mkfs.blobfs" }
     static var fsck: String { binDir + "/fsck.blobfs" }
     static var crashcheck: String { binDir + "/blobfs-crashcheck" }
+    static var inspect: String { binDir + "/blobfs-inspect" }
 }
 
 /// A shell script, optionally as another user (commands run through TestSupport's `run`).
