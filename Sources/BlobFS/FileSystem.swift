@@ -8,6 +8,9 @@ public struct MountOptions: Sendable {
     public var readOnly = false
     /// Seconds between background commits of changed metadata (+ flush); 0 disables.
     public var commitInterval: Double = 5
+    /// Owner (uid, gid) of the root directory if this mount has to create it (a volume
+    /// fresh from the blobstore layer, or one SPDK made); an existing root keeps its own.
+    public var rootOwner: (uid: UInt32, gid: UInt32) = (0, 0)
     public init() {}
 }
 
@@ -88,9 +91,10 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
         return fs
     }
 
-    /// Format `bdev` as an empty BlobFS volume (used for `--malloc`); the caller mounts it.
+    /// Format `bdev` as an empty BlobFS volume (16 KiB clusters by default; `--malloc` and
+    /// tests) whose root directory belongs to `rootOwner`, unloaded cleanly; the caller mounts it.
     public static func format(bdev: any BlockDevice, reactor: Reactor, clusterSize: UInt32 = 16 << 10,
-                              mdPages: UInt32? = nil) async throws(FSError) {
+                              mdPages: UInt32? = nil, rootOwner: (uid: UInt32, gid: UInt32) = (0, 0)) async throws(FSError) {
         var o = BlobstoreInitOptions()
         o.clusterSize = clusterSize
         o.bstype = SuperBlock.bstypeBlobFS
@@ -99,6 +103,17 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
             let s = try await Blobstore.initialize(bdev: bdev, reactor: reactor, options: o)
             try await s.unload()
         } catch { throw FSError(error.errno.rawValue, error.message) }
+        try await createRoot(bdev: bdev, reactor: reactor, owner: rootOwner)
+    }
+
+    /// Give a freshly initialized store its root directory (mode 0755, owned by `owner`),
+    /// as the first mount would, and unload it cleanly (mkfs.blobfs, `format`).
+    public static func createRoot(bdev: any BlockDevice, reactor: Reactor, owner: (uid: UInt32, gid: UInt32)) async throws(FSError) {
+        var mo = MountOptions()
+        mo.rootOwner = owner
+        mo.commitInterval = 0
+        let fs = try await mount(bdev: bdev, reactor: reactor, options: mo)
+        try await fs.unmount()
     }
 
     private func buildNamespace() async throws {
@@ -171,7 +186,8 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
         }
         if root == nil {
             let now = Timestamp.now()
-            let attrs = InodeRecordCodec.Attributes(mode: UInt32(S_IFDIR) | 0o755, uid: 0, gid: 0, rdev: 0,
+            let attrs = InodeRecordCodec.Attributes(mode: UInt32(S_IFDIR) | 0o755, uid: options.rootOwner.uid,
+                                                    gid: options.rootOwner.gid, rdev: 0,
                                                     atime: now, mtime: now, ctime: now, generation: 0)
             if store.readOnly {
                 root = Inode(ino: rootInodeNumber, blobID: BlobID(rawValue: FormatConstants.noBlob), attrs: attrs, size: 0,

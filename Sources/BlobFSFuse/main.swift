@@ -162,11 +162,14 @@ struct BlobFSFuse: ParsableCommand {
         var mo = MountOptions()
         mo.readOnly = o.readOnly
         mo.commitInterval = o.commit
+        // A volume without a root directory (fresh, or made by SPDK) gets one owned by the
+        // user who mounts it, as mkfs.blobfs does.
+        mo.rootOwner = (getuid(), getgid())
         let mountOptions = mo
         let fs: FileSystem
         do {
             fs = try rt.run {
-                if case .malloc = selection { try await FileSystem.format(bdev: dev, reactor: reactor) }
+                if case .malloc = selection { try await FileSystem.format(bdev: dev, reactor: reactor, rootOwner: mountOptions.rootOwner) }
                 return try await FileSystem.mount(bdev: dev, reactor: reactor, options: mountOptions)
             }
         } catch {

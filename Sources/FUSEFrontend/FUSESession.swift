@@ -129,7 +129,14 @@ public final class FUSESession: ReactorPoller, @unchecked Sendable {
         guard fuse_session_mount(se, mountpoint) == 0 else {
             let e = errno
             fuse_session_destroy(se)
-            throw FUSEError(e == 0 ? EIO : e, "fuse_session_mount \(mountpoint)")
+            // The two ways an ordinary user's mount fails that libfuse does not explain.
+            var hint = ""
+            if geteuid() != 0 && Glibc.access("/dev/fuse", R_OK | W_OK) != 0 {
+                hint = " (/dev/fuse is not readable and writable by this user; distributions make it mode 0666)"
+            } else if geteuid() != 0 && options.allowOther {
+                hint = " (allow_other for an ordinary user needs user_allow_other in /etc/fuse.conf)"
+            }
+            throw FUSEError(e == 0 ? EIO : e, "fuse_session_mount \(mountpoint)\(hint)")
         }
         session = se
         deviceFD = fuse_session_fd(se)

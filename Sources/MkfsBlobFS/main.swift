@@ -16,7 +16,9 @@ struct Mkfs: ParsableCommand {
         abstract: "Create a BlobFS volume (an SPDK-compatible blobstore of type BLOBFS).",
         discussion: """
         Formats DEVICE (a block device) or IMAGE (a regular file) as an empty BlobFS volume \
-        that blobfs-fuse mounts and SPDK's blobstore can load. The store is unloaded cleanly \
+        that blobfs-fuse mounts and SPDK's blobstore can load. The root directory (mode \
+        0755) belongs to the user who runs mkfs.blobfs, or to --root-owner, so an ordinary \
+        user can format, mount and use a volume of their own. The store is unloaded cleanly \
         before mkfs.blobfs exits.
 
         Geometry defaults: 16 KiB clusters (the allocation unit: a 1-byte file uses one \
@@ -71,6 +73,9 @@ struct Mkfs: ParsableCommand {
     @Flag(name: [.short, .long], help: "Overwrite an existing blobstore, filesystem or partition table. Given twice, format a volume that is mounted or in use.")
     var force: Int
 
+    @Option(name: .customLong("root-owner"), help: ArgumentHelp("Owner of the root directory (default: the user running mkfs.blobfs).", valueName: "UID:GID"))
+    var rootOwner: String?
+
     @Flag(name: [.short, .long], help: "Print nothing but errors.")
     var quiet = false
 
@@ -80,6 +85,13 @@ struct Mkfs: ParsableCommand {
             throw ValidationError("--spdk-defaults cannot be combined with --cluster-size or --md-pages")
         }
         if size != nil && device == nil { throw ValidationError("--size applies to an IMAGE file") }
+        if let o = rootOwner, Self.parseOwner(o) == nil { throw ValidationError("--root-owner \(o): expected UID:GID (numbers)") }
+    }
+
+    static func parseOwner(_ s: String) -> (uid: UInt32, gid: UInt32)? {
+        let parts = s.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 2, let u = UInt32(parts[0]), let g = UInt32(parts[1]), u != UInt32.max, g != UInt32.max else { return nil }
+        return (u, g)
     }
 
     func run() throws {
@@ -154,16 +166,21 @@ struct Mkfs: ParsableCommand {
             }
         }
         let options = opts
+        let owner = rootOwner.flatMap(Self.parseOwner) ?? (getuid(), getgid())
         let summary: (Summary)
         do {
             summary = try rt.run {
                 let store = try await Blobstore.initialize(bdev: dev, reactor: rt.reactor, options: options)
+                let summary = Summary(store)
                 try await store.unload()
-                return Summary(store)
+                try await FileSystem.createRoot(bdev: dev, reactor: rt.reactor, owner: owner)
+                return summary
             }
         } catch let e as BlobstoreError {
             if showProgress { printError("") }
             throw ToolError("cannot format \(selection): \(e.message)")
+        } catch let e as FSError {
+            throw ToolError("cannot create the root directory on \(selection): \(e)")
         } catch {
             throw ToolError("cannot format \(selection): \(error)")
         }
