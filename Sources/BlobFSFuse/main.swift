@@ -40,7 +40,18 @@ struct BlobFSFuse: ParsableCommand {
 
         DURABILITY: fsync and fsyncdir make data and names durable; see docs/DURABILITY.md.
 
-        ENVIRONMENT: BLOBFS_RECORD_IO=FILE records every completed device write,         write-zeroes, unmap and flush, with the written bytes, to FILE (for debugging and the         power-cut harness: blobfs-crashcheck replay). Slow and large; never for normal use.
+        ENVIRONMENT: BLOBFS_RECORD_IO=FILE records every completed device write, \
+        write-zeroes, unmap and flush, with the written bytes, to FILE (for debugging and the \
+        power-cut harness: blobfs-crashcheck replay). Slow and large; never for normal use.
+
+        EXCLUSIVE ACCESS: a read-write mount holds the volume (a lock on an image file, an \
+        O_EXCL claim on a block device); a second read-write mount, mkfs.blobfs or an \
+        fsck.blobfs repair of it is refused, naming this daemon. A read-only mount (-o ro) \
+        takes no lock and may share a volume with its writer.
+
+        ORDINARY USERS: a user mounts a volume they can read and write through \
+        fusermount3 (setuid). A volume without a root directory gets one owned by the user \
+        who mounts it. -o allow_other then needs user_allow_other in /etc/fuse.conf.
 
         EXIT STATUS: 0 after a clean unmount; 1 if the volume cannot be mounted or was not \
         unloaded cleanly; 64 on a usage error.

@@ -274,6 +274,43 @@ import TestSupport
 @Suite(.serialized, .timeLimit(.minutes(2))) struct MountHelperTests {
     static let helper = Fixtures.repoRoot.appendingPathComponent("mount-helper/mount.blobfs").path
 
+    /// The section-8 pages, generated from the built tools (scripts/test builds the
+    /// generator), render with man(1) and say what --help says: every long option of each
+    /// tool is on its page, and every mount option blobfs-fuse takes is in mount.blobfs(8).
+    @Test func manualPages() throws {
+        let gen = Tools.binDir + "/generate-manual"
+        #expect(FileManager.default.isExecutableFile(atPath: gen), "build it first: swift build --product generate-manual (scripts/test does)")
+        let dir = try TemporaryDirectory(prefix: "blobfs-man")
+        let script = Fixtures.repoRoot.appendingPathComponent("mount-helper/man-pages").path
+        let r = try run([script, dir.path + "/man8", Tools.binDir], env: ["GENERATE_MANUAL": gen])
+        #expect(r.status == 0, "\(r.output)")
+        for tool in ["blobfs-fuse", "mkfs.blobfs", "fsck.blobfs", "blobfs-inspect", "mount.blobfs"] {
+            let page = try run(["man", "-M", dir.path, "8", tool], env: ["MANWIDTH": "200", "MAN_KEEP_FORMATTING": ""])
+            #expect(page.status == 0 && page.output.contains("NAME"), "\(tool): \(page.output)")
+            guard tool != "mount.blobfs" else {
+                for option in ["ro", "rw", "allow_other", "default_permissions", "nodefault_permissions", "fsname=", "commit=",
+                               "user_allow_other", "_netdev", "nofail", "x-*"] {
+                    #expect(page.output.contains(option), "mount.blobfs(8) does not describe \(option)")
+                }
+                continue
+            }
+            // blobfs-inspect has subcommands: its page covers each one's options.
+            let commands: [[String]] = tool == "blobfs-inspect"
+                ? ["super", "masks", "ls", "blob", "page", "cat"].map { [$0] } : [[]]
+            for sub in commands {
+                let help = try run([Tools.binDir + "/" + tool] + sub + ["--help"])
+                let options = Set(help.output.split(whereSeparator: { " ,=[]()\n".contains($0) })
+                    .filter { $0.hasPrefix("--") && $0.count > 2 && $0.dropFirst(2).allSatisfy { $0.isLetter || $0 == "-" } }
+                    .map(String.init))
+                #expect(options.count >= 2, "\(tool) \(sub) --help: \(help.output)")
+                for o in options where o != "--help" && o != "--experimental-dump-help" {
+                    #expect(page.output.contains(o), "\(tool)(8) does not mention \(o)")
+                }
+                if let s = sub.first { #expect(page.output.contains(s)) }
+            }
+        }
+    }
+
     @Test func helperMountsAndUnmounts() throws {
         let dir = try TemporaryDirectory(prefix: "blobfs-helper")
         let img = try makeImage(dir, size: "64M")
