@@ -28,6 +28,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
     ],
     targets: [
         // C libraries, each wrapped once (Platform) and not imported elsewhere.
@@ -49,13 +50,15 @@ let package = Package(
         .target(name: "BlobFS", dependencies: ["Blobstore", "BDev", "Reactor", "Platform"], swiftSettings: swiftSettings),
         .target(name: "FUSEFrontend", dependencies: ["BlobFS", "Reactor", "Platform", "CFuse3"], swiftSettings: swiftSettings),
         .target(name: "ToolSupport", dependencies: [
-            "BDev", "Blobstore", "Reactor",
+            "BDev", "Blobstore", "Reactor", "Platform",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
 
         .executableTarget(name: "BlobFSFuse", dependencies: [
             "ToolSupport", "BlobFS", "FUSEFrontend", "Blobstore", "BDev", "Reactor", "Platform",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: swiftSettings),
         .executableTarget(name: "MkfsBlobFS", dependencies: [
             "ToolSupport", "Blobstore", "BDev", "Reactor", "BlobFS",
@@ -101,7 +104,7 @@ let package = Package(
                     swiftSettings: swiftSettings),
         .testTarget(name: "BlobFSTests", dependencies: ["BlobFS", "Blobstore", "BDev", "Reactor", "Platform", "TestSupport"],
                     swiftSettings: swiftSettings),
-        .testTarget(name: "IntegrationTests", dependencies: ["TestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "IntegrationTests", dependencies: ["TestSupport", "Platform"], swiftSettings: swiftSettings),
         .testTarget(name: "ToolTests", dependencies: ["ToolSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "FsckTests", dependencies: ["Fsck", "BlobFS", "Blobstore", "BDev", "Reactor", "Platform", "TestSupport"],
                     swiftSettings: swiftSettings),

@@ -7,6 +7,7 @@ import Blobstore
 import BlobFS
 import FUSEFrontend
 import ToolSupport
+import Logging
 
 struct BlobFSFuse: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -34,7 +35,8 @@ struct BlobFSFuse: ParsableCommand {
 
         MOUNT OPTIONS (-o, comma separated): ro, rw, allow_other, default_permissions (on \
         by default; nodefault_permissions turns it off), fsname=NAME, commit=SECONDS \
-        (background commit interval, default 5, 0 = off). mount(8) options such as \
+        (background commit interval, default 5, 0 = off), log_level=LEVEL (as --log-level). \
+        mount(8) options such as \
         defaults, auto, noauto, user, nouser, dev, suid, exec, _netdev, nofail and x-* are \
         accepted and ignored; anything else is passed to FUSE.
 
@@ -43,6 +45,12 @@ struct BlobFSFuse: ParsableCommand {
         ENVIRONMENT: BLOBFS_RECORD_IO=FILE records every completed device write, \
         write-zeroes, unmap and flush, with the written bytes, to FILE (for debugging and the \
         power-cut harness: blobfs-crashcheck replay). Slow and large; never for normal use.
+
+        LOGGING: in the foreground (-f) the daemon logs to stderr; in the background to \
+        syslog (journald), with ident blobfs-fuse and the volume's name on every line: the \
+        mount, recovery of a volume not unmounted cleanly, device errors and slow flushes, \
+        the first ENOSPC or I/O error of each burst returned to applications, and why it \
+        unmounted.
 
         EXCLUSIVE ACCESS: a read-write mount holds the volume (a lock on an image file, an \
         O_EXCL claim on a block device); a second read-write mount, mkfs.blobfs or an \
@@ -79,6 +87,9 @@ struct BlobFSFuse: ParsableCommand {
 
     @OptionGroup var source: DeviceSourceOptions
 
+    @Option(name: .customLong("log-level"), help: ArgumentHelp("Least severe message logged: trace, debug, info, notice, warning, error or critical (default info; also -o log_level=).", valueName: "LEVEL"))
+    var logLevel: String?
+
     @Option(name: [.customShort("B"), .customLong("block-size")], help: ArgumentHelp("Logical block size for an image file (default: the volume's).", valueName: "BYTES"))
     var blockSize: Int?
 
@@ -86,6 +97,10 @@ struct BlobFSFuse: ParsableCommand {
         let (deviceArg, mountpoint) = try splitPositional()
         var opts = try parseMountOptions()
         if readOnly { opts.readOnly = true }
+        if let l = logLevel {
+            guard let level = DaemonLog.parseLevel(l) else { throw ValidationError("--log-level takes one of \(DaemonLog.levelNames)") }
+            opts.logLevel = level
+        }
         let selection: DeviceSelection
         do { selection = try source.selection(path: deviceArg, malloc: malloc) }
         catch { throw ValidationError(error.message) }
@@ -121,6 +136,7 @@ struct BlobFSFuse: ParsableCommand {
         var defaultPermissions = true
         var fsname: String?
         var commit: Double = 5
+        var logLevel: Logger.Level = .info
         var extra: [String] = []
     }
 
@@ -139,6 +155,11 @@ struct BlobFSFuse: ParsableCommand {
             case "nodefault_permissions": o.defaultPermissions = false
             case "fsname" where kv.count == 2: o.fsname = kv[1]
             case "subtype": break
+            case "log_level":
+                guard kv.count == 2, let l = DaemonLog.parseLevel(kv[1]) else {
+                    throw ValidationError("-o log_level= takes one of \(DaemonLog.levelNames)")
+                }
+                o.logLevel = l
             case "commit":
                 guard kv.count == 2, let v = Double(kv[1]), v >= 0 else { throw ValidationError("-o commit=SECONDS needs a number ≥ 0") }
                 o.commit = v
@@ -160,12 +181,27 @@ struct BlobFSFuse: ParsableCommand {
     private func serve(selection: DeviceSelection, mountpoint: String, options o: Options,
                        report: (Result<String, ToolError>) -> Void) throws(ToolError) {
         let record = getenv("BLOBFS_RECORD_IO").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
+        let log = DaemonLog.start(background: !foreground, level: o.logLevel, volume: selection.description)
+        // Device errors and slow flushes, once per burst (reactor thread).
+        let deviceBursts = BurstBox()
+        let monitor: (DeviceEvent) -> Void = { event in
+            switch event {
+            case .failed(let op, let offset, let error):
+                guard let more = deviceBursts.limiter.shouldSay() else { return }
+                log.error("device \(op) failed\(offset.map { " at block \($0)" } ?? ""): \(error)\(more > 0 ? " (\(more) more device errors since the last report)" : "")")
+            case .slowFlush(let seconds):
+                log.warning("slow device flush: \(Int(seconds * 1000)) ms")
+            }
+        }
         // Read-write mounts hold the volume exclusively; read-only ones share it.
         let rt: ToolRuntime
         do throws(ToolError) {
-            rt = try ToolRuntime(selection, blockSize: blockSize, recordIOTo: record, access: o.readOnly ? .readOnly : .exclusive)
-        } catch where error.inUse {
-            throw ToolError("cannot mount: " + error.message + " (a read-only mount, -o ro, may share it)")
+            rt = try ToolRuntime(selection, blockSize: blockSize, recordIOTo: record, access: o.readOnly ? .readOnly : .exclusive,
+                                 monitor: monitor)
+        } catch {
+            let e = error.inUse ? ToolError("cannot mount: " + error.message + " (a read-only mount, -o ro, may share it)") : error
+            if !foreground { log.error("\(e.message)") }
+            throw e
         }
         var cleanExit = false
         defer { rt.shutdown() }
@@ -184,6 +220,7 @@ struct BlobFSFuse: ParsableCommand {
                 return try await FileSystem.mount(bdev: dev, reactor: reactor, options: mountOptions)
             }
         } catch {
+            if !foreground { log.error("cannot mount: \(error)") }
             throw ToolError("cannot mount \(selection): \(error)")
         }
         var notes: [String] = []
@@ -208,25 +245,44 @@ struct BlobFSFuse: ParsableCommand {
         do { session = try FUSESession(fs: fs, reactor: reactor, mountpoint: mountpoint, options: fo) }
         catch {
             _ = try? rt.run { try await fs.unmount() }
+            if !foreground { log.error("cannot mount FUSE at \(mountpoint): \(error)") }
             throw ToolError("cannot mount FUSE at \(mountpoint): \(error)")
+        }
+        // ENOSPC and I/O errors returned to applications: the first of each burst.
+        let replyBursts = BurstBox()
+        session.onFailedReply = { err in
+            guard let more = replyBursts.limiter.shouldSay() else { return }
+            log.warning("\(String(cString: strerror(err)))\(err == ENOSPC ? " (the volume is full)" : "") returned to an application\(more > 0 ? "; \(more) more such errors since the last report" : "")")
         }
         // The kernel side ending (fusermount3 -u, umount) wakes the signal waiter.
         let mainThread = pthread_self()
         session.onExit = { pthread_kill(mainThread, SIGUSR1) }
+        for n in notes { n.hasPrefix("warning: ") ? log.warning("\(n.dropFirst(9))") : log.notice("\(n.hasPrefix("note: ") ? String(n.dropFirst(6)) : n)") }
+        log.notice("mounted at \(mountpoint) (\(o.readOnly ? "read-only" : "read-write"), \(dev.ioMode))")
         report(.success(notes.joined(separator: "\n")))
 
-        Signals.waitForTermination()
+        let sig = Signals.waitForTermination()
+        let exitReason = (try? rt.run { session.exitReason }) ?? nil
+        let why = sig == SIGUSR1 ? (exitReason.map { "the FUSE connection ended: \($0)" } ?? "unmounted (umount or fusermount3 -u)")
+                                 : "got \(sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : sig == SIGHUP ? "SIGHUP" : "signal \(sig)")"
+        log.notice("unmounting \(mountpoint): \(why)")
         do {
             try rt.run {
                 await session.shutdown()
                 try await fs.unmount()
             }
             cleanExit = true
+            log.notice("unmounted \(mountpoint); the volume is clean")
         } catch {
-            printError("blobfs-fuse: unmounting \(mountpoint): \(error)")
+            log.error("unmounting \(mountpoint): \(error); the next mount will recover the volume")
         }
         if !cleanExit { throw ToolError("the volume was not unloaded cleanly; the next mount will recover it") }
     }
+}
+
+/// A `BurstLimiter` shared by closures that all run on the reactor.
+final class BurstBox: @unchecked Sendable {
+    var limiter = BurstLimiter()
 }
 
 /// SIGINT, SIGTERM, SIGHUP (and SIGUSR1, our own wake-up) are blocked in every thread and
@@ -243,10 +299,13 @@ enum Signals {
         var s = set
         pthread_sigmask(SIG_BLOCK, &s, nil)
     }
-    static func waitForTermination() {
+    /// The signal that arrived.
+    @discardableResult
+    static func waitForTermination() -> Int32 {
         var s = set
         var sig: Int32 = 0
         sigwait(&s, &sig)
+        return sig
     }
 }
 
@@ -257,7 +316,7 @@ enum Daemon {
         Signals.block()
         if foreground {
             do {
-                try body { r in if case .success(let notes) = r, !notes.isEmpty { printError(notes) } }
+                try body { _ in }   // the daemon's log (stderr here) already says it
                 return 0
             } catch {
                 printError("blobfs-fuse: \(error.message)")

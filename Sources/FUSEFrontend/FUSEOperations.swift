@@ -149,7 +149,9 @@ extension FUSESession {
 
     @inline(__always)
     func replyError(_ req: fuse_req_t, _ err: Int32) {
-        if fuse_reply_err(req, err > 0 ? err : EIO) != 0 { stats.failedReplies += 1 }
+        let e = err > 0 ? err : EIO
+        if e == ENOSPC || e == EIO || e == EILSEQ || e == EDQUOT, let report = onFailedReply { report(e) }
+        if fuse_reply_err(req, e) != 0 { stats.failedReplies += 1 }
     }
     @inline(__always)
     func replyOK(_ req: fuse_req_t) {

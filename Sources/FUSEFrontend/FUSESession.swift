@@ -101,6 +101,9 @@ public final class FUSESession: ReactorPoller, @unchecked Sendable {
     /// Why the connection ended when it was not a normal unmount ("aborted", or a read
     /// error); nil while running and after a normal unmount. Reactor thread only.
     public private(set) var exitReason: String?
+    /// Told of every reply with ENOSPC, EDQUOT, EIO or EILSEQ (the daemon logs them, once
+    /// per burst). Reactor thread only; set before requests arrive.
+    public var onFailedReply: ((Int32) -> Void)?
 
     /// Create the session, mount it at `mountpoint` and register it as a poller of `reactor`.
     /// Callable from any thread; from another thread the registration is posted to the

@@ -97,11 +97,13 @@ public final class ToolRuntime: @unchecked Sendable {
     ///   - createSize: create or extend an image file to this size first.
     ///   - recordIOTo: wrap the device in a `RecordingBDev` that logs every completed write
     ///     and flush to this file (the power-cut harness; docs/DURABILITY.md).
+    ///   - monitor: told of every failed request and slow flush (on the reactor).
     ///   - access: how an image file or block device is opened (docs/ARCHITECTURE.md,
     ///     "Exclusive access"); a volume someone else holds fails with a message that names
     ///     the holder.
     public init(_ selection: DeviceSelection, blockSize: Int? = nil, createSize: UInt64? = nil,
-                name: String = "blobfs0", recordIOTo: String? = nil, access: VolumeAccess = .exclusive) throws(ToolError) {
+                name: String = "blobfs0", recordIOTo: String? = nil, access: VolumeAccess = .exclusive,
+                monitor: ((DeviceEvent) -> Void)? = nil) throws(ToolError) {
         // BLOBFS_REACTOR_SPIN_US: how long the idle reactor polls before sleeping (default 100).
         let spin = getenv("BLOBFS_REACTOR_SPIN_US").flatMap { Int(String(cString: $0)) } ?? Reactor.defaultIdleSpinMicroseconds
         do { reactor = try Reactor(name: "reactor", idleSpinMicroseconds: spin) } catch { throw ToolError("cannot start the reactor: \(error)") }
@@ -120,6 +122,7 @@ public final class ToolRuntime: @unchecked Sendable {
                                      create: createSize, access: access)
             }
             if let log = recordIOTo { device = try RecordingBDev(device, logPath: log) }
+            if let m = monitor { device = MonitoredBDev(device, report: m) }
         } catch let e as BDevError where e.errno == .resourceBusy {
             reactor.shutdown()
             throw ToolError(Self.inUseMessage(selection), exitCode: 1, inUse: true)
