@@ -122,7 +122,12 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
         var toDelete: [BlobID] = []
         var rootID = store.superBlobID
         try await store.forEachBlobInfo({ info in
-            let x = Dictionary(info.metadata.xattrs.map { (String(decoding: $0.name, as: UTF8.self), $0.value) }, uniquingKeysWith: { a, _ in a })
+            // Long values (symlink targets, xattrs) are put back together from their chunks.
+            let (values, problems) = LongXattr.assemble(info.metadata.xattrs)
+            for p in problems {
+                report.warnings.append("blob \(info.id): xattr \(String(decoding: p.name, as: UTF8.self)) \(p.reason); it is not shown")
+            }
+            let x = Dictionary(values.map { (String(decoding: $0.name, as: UTF8.self), $0.value) }, uniquingKeysWith: { a, _ in a })
             if x[XattrName.spdkDeleted] != nil { toDelete.append(info.id); return }
             let ino = info.id.rawValue
             let length = x[XattrName.spdkLength].map(leU64) ?? 0
@@ -159,7 +164,7 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
                              numClusters: info.numClusters)
                 report.spdkFiles += 1
             }
-            node.xattrs = info.metadata.xattrs.filter { !XattrName.isInternal($0.name) }.map { ($0.name, $0.value) }
+            node.xattrs = values.filter { !XattrName.isInternal($0.name) }.map { ($0.name, $0.value) }
             if case .rle(let c) = info.metadata.extents { node.allocatedClusters = UInt64(c.filter { $0 != 0 }.count) }
             records[ino] = node
         }, failed: { id, e in
@@ -354,7 +359,7 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
             try blob.setXattr(XattrName.spdkLength, u64LE(node.size))
             try blob.setXattr(XattrName.inode, node.attrs.encode())
             if node !== root { try blob.setXattr(XattrName.links, LinkCodec.encode(node.links)) }
-            if let t = node.symlinkTarget { try blob.setXattr(XattrName.symlink, t) }
+            if let t = node.symlinkTarget { try LongXattr.store(Array(XattrName.symlink.utf8), t, in: blob) }
             if node.links.isEmpty && node !== root { try blob.setXattr(XattrName.spdkDeleted, [1]) }
             else { try blob.removeXattr(XattrName.spdkDeleted) }
             node.legacySPDK = false

@@ -13,6 +13,7 @@ import Blobstore
 /// | `blobfs.symlink` | symlink target                                                 |
 /// | `blobfs.intent`  | roll-forward of a RENAME_EXCHANGE (see `ExchangeIntent`)        |
 /// | `user.*` etc.    | the file's own extended attributes, under their full names     |
+/// | `blobfs.chunk.<k>.<name>` | a value too long for one descriptor, in chunks (LongXattr) |
 ///
 /// A blob without `blobfs.inode` is a file written by SPDK BlobFS: a regular file in
 /// the root directory named by `name`, mode 0644, owned by root, times zero.
@@ -28,7 +29,7 @@ enum XattrName {
     static let links = "blobfs.links"
     static let symlink = "blobfs.symlink"
     static let intent = "blobfs.intent"
-    /// Internal names never exposed as file xattrs.
+    /// Internal names never exposed as file xattrs (the `blobfs.` prefix covers chunks).
     static func isInternal(_ n: [UInt8]) -> Bool {
         n == Array(spdkName.utf8) || n == Array(spdkLength.utf8) || n == Array(spdkDeleted.utf8)
             || n.starts(with: Array("blobfs.".utf8))

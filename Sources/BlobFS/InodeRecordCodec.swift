@@ -76,6 +76,36 @@ public enum InodeRecordCodec {
                    to: LinkEntry(parent: $0.to.parent, name: $0.to.name, version: $0.to.version))
         }
     }
+    /// Long values (LongXattr.swift): a value too long for one descriptor is stored as
+    /// chunk descriptors named `blobfs.chunk.<k>.<name>`.
+    public struct LongValueProblem: Equatable, Sendable {
+        /// The value's name.
+        public var name: [UInt8]
+        /// What is wrong ("is missing chunk 3 (of a 65536-byte value)").
+        public var reason: String
+        /// Descriptor names holding nothing usable: a repair removes them.
+        public var unusable: [[UInt8]]
+        /// The value is still readable (only stale chunks of an older one are left over).
+        public var valueKept: Bool
+    }
+    public static let maxXattrValue = LongXattr.maxValue
+    /// The values of a blob's xattr descriptors with long values put back together (in the
+    /// order of their first descriptor), and the values whose chunks do not fit together.
+    public static func assembleXattrs(_ ds: [Xattr]) -> (values: [Xattr], problems: [LongValueProblem]) {
+        let (v, p) = LongXattr.assemble(ds)
+        return (v, p.map { LongValueProblem(name: $0.name, reason: $0.reason, unusable: $0.unusable, valueKept: $0.valueKept) })
+    }
+    /// Set (or with nil remove) the value of `name` in a descriptor list, chunked if long.
+    public static func replaceXattr(_ name: [UInt8], with value: [UInt8]?, in list: inout [Xattr]) {
+        LongXattr.replace(name, with: value, in: &list)
+    }
+    /// Names that are not the file's own xattrs (SPDK's, `blobfs.*`, chunks).
+    public static func isInternalXattr(_ n: [UInt8]) -> Bool { XattrName.isInternal(n) }
+    /// (chunk index, value name) when a descriptor name is a chunk of a long value.
+    public static func chunkOf(_ descriptorName: [UInt8]) -> (index: Int, name: [UInt8])? {
+        LongXattr.parseChunkName(descriptorName)
+    }
+
     /// A leaf name the namespace accepts: 1–255 bytes, no "/" or NUL, not "." or "..".
     public static func isValidName(_ n: [UInt8]) -> Bool { FileSystem.validName(n) }
 }

@@ -85,7 +85,7 @@ extension FileSystem {
             Xattr(name: XattrName.inode, value: attrs.encode()),
             Xattr(name: XattrName.links, value: LinkCodec.encode([link])),
         ]
-        if let t = symlink { x.append(Xattr(name: XattrName.symlink, value: t)) }
+        if let t = symlink { x += LongXattr.encode(name: Array(XattrName.symlink.utf8), value: t) }
         // Reserve the name (inode 0: invisible to lookup and readdir) while the blob is
         // written, so a racing create of the same name gets EEXIST.
         dir.insert(name, 0)
@@ -149,8 +149,9 @@ extension FileSystem {
         n.lookups += 1
         return attributes(n)
     }
-    /// Targets live in one xattr beside the inode's other metadata (one descriptor ≤ 4072 bytes).
-    static let maxSymlinkTarget = 3072
+    /// PATH_MAX - 1, as Linux allows. A target longer than one descriptor is stored in
+    /// chunks (LongXattr).
+    static let maxSymlinkTarget = 4095
 
     public func link(_ ino: InodeNumber, newParent: InodeNumber, newName: [UInt8]) async throws(FSError) -> FileAttributes {
         try writable()
@@ -414,9 +415,11 @@ extension FileSystem {
         if let size = changes.size {
             guard !n.isDirectory else { throw FSError(EISDIR) }
             guard n.isRegular else { throw FSError(EINVAL) }
-            try await truncate(n, to: size)
+            try await truncate(n, to: size)   // committed on its own
             n.attrs.mtime = now
+            n.dirty = true
         }
+        let (oldAttrs, wasDirty) = (n.attrs, n.dirty)
         if let m = changes.mode { n.attrs.mode = (n.attrs.mode & UInt32(S_IFMT)) | (m & 0o7777) }
         if let u = changes.uid { n.attrs.uid = u }
         if let g = changes.gid { n.attrs.gid = g }
@@ -427,7 +430,12 @@ extension FileSystem {
         switch changes.mtime { case .now: n.attrs.mtime = now; case .set(let t): n.attrs.mtime = t; case nil: break }
         n.attrs.ctime = changes.ctime ?? now
         n.dirty = true
-        try await persist(n)
+        do { try await persist(n) } catch {
+            // Not committed (ENOSPC: the inode's chain needs fresh pages): undone.
+            n.attrs = oldAttrs
+            n.dirty = wasDirty
+            throw error
+        }
         return attributes(n)
     }
 
@@ -478,26 +486,25 @@ extension FileSystem {
         let existing = n.xattrs.firstIndex { $0.name == name }
         if flags & Self.xattrCreate != 0 && existing != nil { throw FSError(EEXIST) }
         if flags & Self.xattrReplace != 0 && existing == nil { throw FSError(ENODATA) }
-        guard 9 + name.count + value.count <= Self.maxXattrDescriptor else { throw FSError(E2BIG, "xattr value too large for one metadata descriptor") }
-        let old = n.xattrs
+        guard value.count <= LongXattr.maxValue else { throw FSError(E2BIG, "xattr value longer than \(LongXattr.maxValue) bytes") }
+        let (old, oldAttrs) = (n.xattrs, n.attrs)
         if let i = existing { n.xattrs[i].value = value } else { n.xattrs.append((name, value)) }
         n.attrs.ctime = .now()
         do throws(FSError) {
             await n.lock.lock()
             defer { n.lock.unlock() }
             let b = try await openBlob(n)
-            do { try b.setXattr(String(decoding: name, as: UTF8.self), value) } catch { throw mapError(error) }
+            // One descriptor, or chunks when it is longer (all replaced in this one persist).
+            do { try LongXattr.store(name, value, in: b) } catch { throw mapError(error) }
             try await persistLocked(n)
         } catch {
-            n.xattrs = old
-            if let b = n.blob {
-                if let o = old.first(where: { $0.name == name }) { try? b.setXattr(String(decoding: name, as: UTF8.self), o.value) }
-                else { _ = try? b.removeXattr(String(decoding: name, as: UTF8.self)) }
-            }
+            // Not committed (ENOSPC: long values need fresh pages): all of it undone, so
+            // nothing is left to persist later.
+            (n.xattrs, n.attrs) = (old, oldAttrs)
+            if let b = n.blob { try? LongXattr.store(name, old.first(where: { $0.name == name })?.value, in: b) }
             throw error
         }
     }
-    static let maxXattrDescriptor = 3800
     static let xattrCreate: Int32 = 1   // XATTR_CREATE
     static let xattrReplace: Int32 = 2  // XATTR_REPLACE
 
@@ -515,18 +522,18 @@ extension FileSystem {
         try writable()
         let n = try inode(ino)
         guard let i = n.xattrs.firstIndex(where: { $0.name == name }) else { throw FSError(ENODATA) }
-        let old = n.xattrs
+        let (old, oldAttrs) = (n.xattrs, n.attrs)
         n.xattrs.remove(at: i)
         n.attrs.ctime = .now()
         do throws(FSError) {
             await n.lock.lock()
             defer { n.lock.unlock() }
             let b = try await openBlob(n)
-            do { try b.removeXattr(String(decoding: name, as: UTF8.self)) } catch { throw mapError(error) }
+            do { try LongXattr.store(name, nil, in: b) } catch { throw mapError(error) }
             try await persistLocked(n)
         } catch {
-            n.xattrs = old
-            if let b = n.blob { try? b.setXattr(String(decoding: name, as: UTF8.self), old[i].value) }
+            (n.xattrs, n.attrs) = (old, oldAttrs)
+            if let b = n.blob { try? LongXattr.store(name, old[i].value, in: b) }
             throw error
         }
     }

@@ -45,6 +45,9 @@ public final class Blob: @unchecked Sendable {
     /// Bumped by every change that the chain (root + continuation pages) must carry.
     var chainGeneration: UInt64 = 1
     var persistedChainGeneration: UInt64 = 0
+    /// What the chain on disk encodes: a change undone in memory (a failed operation put
+    /// back) rewrites nothing, so it needs no free pages.
+    var persistedChain: BlobMetadata?
     /// Extent-table slots whose extent page content changed since the last persist.
     var dirtySlots = Set<Int>()
     /// Truncated away: released after the next commit.
@@ -75,7 +78,7 @@ public final class Blob: @unchecked Sendable {
         self.chainPages = chainPages
         persistedClusters = chainPages.isEmpty ? [] : clusters
         persistedExtentPages = chainPages.isEmpty ? [] : extentPages
-        if !chainPages.isEmpty { persistedChainGeneration = chainGeneration }
+        if !chainPages.isEmpty { persistedChainGeneration = chainGeneration; persistedChain = md }
     }
 
     // MARK: Properties
@@ -123,12 +126,31 @@ public final class Blob: @unchecked Sendable {
         min(Int(UInt16.max), FormatConstants.descriptorAreaSize - 9 - nameLength)
     }
 
-    private func set(_ x: Xattr, isInternal: Bool) throws(BlobstoreError) {
+    /// Replace every user xattr whose name `matching` accepts by `new`, in order, at the
+    /// position of the first one replaced (at the end if there was none): one in-memory
+    /// change, checked whole before anything changes. A layer above uses it to keep one
+    /// value of its own stored as several descriptors (BlobFS's long values).
+    public func replaceXattrs(matching: ([UInt8]) -> Bool, with new: [Xattr]) throws(BlobstoreError) {
         try checkMetadataWritable()
+        for x in new { try checkFits(x) }
+        // The replacement stays within the matched family, so no name is left twice.
+        precondition(new.allSatisfy { matching($0.name) }, "replacement xattr outside the replaced names")
+        precondition(Set(new.map(\.name)).count == new.count, "replacement xattrs repeat a name")
+        let at = xattrs.firstIndex { matching($0.name) } ?? xattrs.count
+        xattrs = Array(xattrs[..<at]) + new + xattrs[at...].filter { !matching($0.name) }
+        chainGeneration &+= 1
+    }
+
+    private func checkFits(_ x: Xattr) throws(BlobstoreError) {
         guard !x.name.isEmpty, x.name.count <= Int(UInt16.max),
               9 + x.name.count + x.value.count <= FormatConstants.descriptorAreaSize else {
             throw .init(.outOfRange, "blob \(id): xattr \(String(decoding: x.name, as: UTF8.self)) of \(x.value.count) bytes does not fit one metadata descriptor (max \(Self.maxXattrValueSize(nameLength: x.name.count)))")
         }
+    }
+
+    private func set(_ x: Xattr, isInternal: Bool) throws(BlobstoreError) {
+        try checkMetadataWritable()
+        try checkFits(x)
         if isInternal {
             if let i = internalXattrs.firstIndex(where: { $0.name == x.name }) { internalXattrs[i].value = x.value }
             else { internalXattrs.append(x) }
@@ -251,10 +273,10 @@ public final class Blob: @unchecked Sendable {
             }
             if !additive { copyOnWrite.append(s) }
         }
-        let chainChanged = chainGeneration != persistedChainGeneration || chainPages.isEmpty || !copyOnWrite.isEmpty
         let md = BlobMetadata(flags: flags, xattrs: xattrs, internalXattrs: internalXattrs,
                               extents: usesExtentTable ? .table(numClusters: UInt64(clusters.count), extentPages: extentPages)
                                                        : .rle(clusters: clusters))
+        let chainChanged = (chainGeneration != persistedChainGeneration && md != persistedChain) || chainPages.isEmpty || !copyOnWrite.isEmpty
         var pagesDescs: [[Descriptor]] = []
         if chainChanged { pagesDescs = ChainCodec.serialize(md) }
         let needPages = copyOnWrite.count + max(0, pagesDescs.count - 1)
@@ -283,12 +305,13 @@ public final class Blob: @unchecked Sendable {
         pendingFreeExtentPages.removeAll()
         var newChain: [UInt32] = [id.pageIndex]
         var chainBytes: [[UInt8]] = []
+        var written = md
         if chainChanged {
             // The serialized metadata must reflect the copy-on-write page indices.
             if !copyOnWrite.isEmpty {
-                let md2 = BlobMetadata(flags: md.flags, xattrs: md.xattrs, internalXattrs: md.internalXattrs,
+                written = BlobMetadata(flags: md.flags, xattrs: md.xattrs, internalXattrs: md.internalXattrs,
                                        extents: .table(numClusters: UInt64(snapClusters.count), extentPages: snapExtentPages))
-                pagesDescs = ChainCodec.serialize(md2)
+                pagesDescs = ChainCodec.serialize(written)
             }
             for _ in 1..<max(1, pagesDescs.count) { newChain.append(try store.claimPage(from: 0)) }
             for (k, descs) in pagesDescs.enumerated() {
@@ -324,8 +347,9 @@ public final class Blob: @unchecked Sendable {
         if chainChanged {
             for p in chainPages.dropFirst() { store.releasePage(p) }
             chainPages = newChain
-            persistedChainGeneration = gen
+            persistedChain = written
         }
+        persistedChainGeneration = gen
         for p in replacedExtentPages { store.releasePage(p) }
         for p in freeEPs { store.releasePage(p) }
         persistedClusters = snapClusters

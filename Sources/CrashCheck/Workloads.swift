@@ -8,7 +8,15 @@ public enum Workloads {
         .setxattr("/d/g", "user.k", Array("v".utf8)),
         .mkdir("/e"), .mkdir("/c"), .creat("/x"), .write("/x", offset: 0, length: 100, fill: 0x33),
         .symlink("/s", target: "d/f"),
+        .setxattr("/x", "user.long", bigValue(20000, seed: 1)),   // chunked: a 6-page chain
     ]
+
+    /// A long xattr value (LongXattr: chunks over several metadata pages).
+    public static func bigValue(_ count: Int, seed: UInt8) -> [UInt8] {
+        (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ Int(seed)) }
+    }
+    /// The longest symlink target Linux allows (4095 bytes: two chunks).
+    public static let longTarget = String(repeating: "l/", count: 2047) + "x"
 
     /// The operations of the systematic sweep, in the spirit of CrashMonkey's ACE. Some
     /// apply only after another one (rename into a directory made since the last flush,
@@ -37,6 +45,12 @@ public enum Workloads {
         .creat("/x"),                        // a name renamed away
         .exchange("/d/f", "/x"), .exchange("/d", "/e"),
         .setxattr("/d/f", "user.a", [UInt8](repeating: 0x61, count: 100)), .removexattr("/d/g", "user.k"),
+        // Long values: every one rewrites a multi-page chain, committed by its root page.
+        .setxattr("/d/f", "user.big", bigValue(65536, seed: 2)),  // 17 chunk pages
+        .setxattr("/d/g", "user.k", bigValue(9000, seed: 3)),     // one descriptor → chunks
+        .setxattr("/x", "user.long", bigValue(100, seed: 4)),     // chunks → one descriptor
+        .removexattr("/x", "user.long"),
+        .symlink("/e/ls", target: longTarget),
         .chmod("/d/f", 0o600), .chmod("/e", 0o700), .utimens("/x", seconds: 1000), .utimens("/d", seconds: 2000),
     ]
 
@@ -122,7 +136,7 @@ public enum Workloads {
             case 8: op = rng.below(2) == 0 ? .mkdir(d + "/s" + names[rng.below(2)]) : .rmdir(d + "/s" + names[rng.below(2)])
             case 9: op = .rename(d, dirs[1 + rng.below(dirs.count - 1)] + "/" + names[rng.below(names.count)])
             case 10: op = .exchange(p, q)
-            case 11: op = .setxattr(p, "user.r", [fill])
+            case 11: op = .setxattr(p, "user.r", rng.below(3) == 0 ? bigValue(4000 + rng.below(61537), seed: fill) : [fill])
             case 12: op = .chmod(p, 0o600 | UInt32(rng.below(0o100)))
             case 13: op = .punchHole(p, offset: rng.below(3) * 4096, length: 4096 * (1 + rng.below(4)))
             case 14: op = .fsync(p)

@@ -188,7 +188,13 @@ public final class VolumeInspector: @unchecked Sendable {
             ino += [("spdk_file", .bool(n.spdk)), ("length", n.length.map { .uint($0) } ?? .null),
                     ("links", .array(n.links.map { l in .object([("parent", .string(l.parent == InodeRecordCodec.rootParent ? "/" : hexID(l.parent))),
                                                                ("name", .string(printable(l.name))), ("version", .uint(l.version))]) })),
-                    ("symlink", n.symlink.map { .string(printable($0)) } ?? .null)]
+                    ("symlink", n.symlink.map { .string(printable($0)) } ?? .null),
+                    // The file's own xattrs, long values put back together from their chunks.
+                    ("xattrs", .array(n.values.filter { !InodeRecordCodec.isInternalXattr($0.name) }.map { x in
+                        .object([("name", .string(printable(x.name))), ("value_bytes", .uint(UInt64(x.value.count))),
+                                 ("chunks", .uint(UInt64(m.xattrs.filter { d in InodeRecordCodec.chunkOf(d.name).map { $0.name == x.name } ?? false }.count))),
+                                 ("value", xattrValue(x, isInternal: false))])
+                    }))]
             items.append(("inode", .object(ino)))
         }
         let idText = m.idText
@@ -227,6 +233,9 @@ public final class VolumeInspector: @unchecked Sendable {
         if isInternal {
             if v.count == 8 && (x.nameString == "SNAP" || x.nameString == "SNAPTMP" || x.nameString == "SNAPRM") { return .string(hexID(le64Value(v))) }
             return raw(v)
+        }
+        if let (k, name) = L.chunkOf(x.name) {
+            return .object([("chunk", .uint(UInt64(k))), ("of", .string(printable(name))), ("bytes", .uint(UInt64(x.value.count)))])
         }
         switch x.nameString {
         case L.nameXattr: return .string(printable(v.last == 0 ? Array(v.dropLast()) : v))

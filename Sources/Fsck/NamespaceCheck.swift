@@ -28,6 +28,8 @@ final class NSNode {
     var length: UInt64?
     var lengthBytes: [UInt8]?
     var nameXattr: [UInt8]?
+    /// The blob's xattr values with long values put back together from their chunks.
+    var values: [Xattr] = []
     /// Will be deleted (is_deleted, or the replaced target of an interrupted rename).
     var gone = false
     init(_ b: BlobModel) { blob = b }
@@ -42,6 +44,8 @@ struct NSEdit: Sendable {
     var blobID: UInt64
     var set: [(String, [UInt8])] = []
     var remove: [String] = []
+    /// Descriptors removed as they are (chunks of a long value that cannot be read).
+    var drop: [[UInt8]] = []
     var delete = false
 }
 
@@ -69,7 +73,7 @@ extension FsckRun {
             order.append(n)
         }
         var edits: [UInt64: NSEdit] = [:]
-        func edit(_ n: NSNode, set: [(String, [UInt8])] = [], remove: [String] = []) {
+        func edit(_ n: NSNode, set: [(String, [UInt8])] = [], remove: [String] = [], drop: [[UInt8]] = []) {
             var e = edits[n.ino] ?? NSEdit(blobID: n.ino)
             var set = set
             // An SPDK file whose names change becomes one of ours (else its `name` would
@@ -79,6 +83,7 @@ extension FsckRun {
             }
             for (k, v) in set { e.set.removeAll { $0.0 == k }; e.set.append((k, v)) }
             e.remove += remove
+            e.drop += drop
             edits[n.ino] = e
         }
         func name(_ n: NSNode) -> String { "inode \(n.blob.idText)" }
@@ -92,7 +97,9 @@ extension FsckRun {
             n.nameXattr = b.xattr(bytes: XN.nameXattr)
             n.lengthBytes = b.xattr(bytes: XN.lengthXattr)
             n.length = n.lengthBytes.map(le64Value)
-            n.symlink = b.xattr(bytes: XN.symlinkXattr)
+            let (values, problems) = L.assembleXattrs(b.xattrs)
+            n.values = values
+            n.symlink = values.first { $0.name == XN.symlinkXattr }?.value
             if b.xattr(bytes: XN.deletedXattr) != nil {
                 n.deleted = true
                 n.gone = true
@@ -100,6 +107,15 @@ extension FsckRun {
                     repair: "delete it, as the mount does", fix: .safe)
                 deletes.append(n.ino)
                 continue
+            }
+            // A long value (LongXattr) whose chunks do not fit together: the mount does not
+            // show it; what is left of it is unreadable.
+            for p in problems {
+                let stale = p.valueKept
+                add("ns.xattr.chunks", "\(name(n)): xattr \(printable(p.name)) \(p.reason)",
+                    repair: stale ? "remove the stale chunks (the mount already ignores them)" : "remove its \(p.unusable.count) chunk(s) (the value cannot be read)",
+                    fix: stale ? .safe : .confirm)
+                edit(n, drop: p.unusable)
             }
             if let raw = b.xattr(bytes: XN.inodeXattr) {
                 if let a = L.decodeAttributes(raw) {
@@ -390,11 +406,10 @@ extension FsckRun {
         for e in edits.values {
             guard let n = nodes[e.blobID], !n.gone else { continue }
             let m = n.blob
-            for (k, v) in e.set {
-                let name = Array(k.utf8)
-                if let i = m.xattrs.firstIndex(where: { $0.name == name }) { m.xattrs[i].value = v } else { m.xattrs.append(Xattr(name: name, value: v)) }
-            }
-            for k in e.remove { let name = Array(k.utf8); m.xattrs.removeAll { $0.name == name } }
+            // Through the long-value codec: a value set or removed takes its chunks along.
+            m.xattrs.removeAll { d in e.drop.contains(d.name) }
+            for (k, v) in e.set { L.replaceXattr(Array(k.utf8), with: v, in: &m.xattrs) }
+            for k in e.remove { L.replaceXattr(Array(k.utf8), with: nil, in: &m.xattrs) }
             m.needsRewrite = true
         }
         for id in deletes { nodes[id]?.blob.nsDelete = true }

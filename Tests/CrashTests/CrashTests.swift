@@ -147,6 +147,19 @@ import Fsck
         #expect(bad == 0)
     }
 
+    /// 6. A long value (chunks over many chain pages) changes with its root page: every
+    /// crash state shows the old value or the new one, never a mixture or a broken chain.
+    @Test func longValuesAreAtomic() throws {
+        let big: Op = .setxattr("/d/f", "user.big", Workloads.bigValue(65536, seed: 2))
+        expectClean(try check(withEndings([big]) + withEndings([.setxattr("/x", "user.long", Workloads.bigValue(30000, seed: 5))])
+                              + withEndings([.symlink("/e/ls", target: Workloads.longTarget)])
+                              + [[big, .removexattr("/x", "user.long"), .write("/x", offset: 40000, length: 100, fill: 0x56), .sync]]),
+                    "long values")
+        // Without the flush between the new continuation pages and the root, a crash can
+        // keep the root and lose a page it links to.
+        #expect(try check([[big]], tamper: Self.withoutFlushes).violations.count > 0)
+    }
+
     /// The fsck finding: a clean unmount after an exchange leaves no intent behind.
     @Test func cleanUnmountAfterExchangeIsFsckClean() throws {
         let h = try CrashHarness()
