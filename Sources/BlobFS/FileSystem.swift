@@ -121,6 +121,7 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
         var intents: [(InodeNumber, ExchangeIntent)] = []
         var toDelete: [BlobID] = []
         var rootID = store.superBlobID
+        var spdkRenames: [InodeNumber: (from: Link, to: [UInt8])] = [:]
         try await store.forEachBlobInfo({ info in
             // Long values (symlink targets, xattrs) are put back together from their chunks.
             let (values, problems) = LongXattr.assemble(info.metadata.xattrs)
@@ -142,20 +143,23 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
                              legacySPDK: false, numClusters: info.numClusters)
                 node.symlinkTarget = x[XattrName.symlink]
                 if let i = x[XattrName.intent].flatMap(ExchangeIntent.decode) { intents.append((ino, i)) }
+                // Our writes keep `name` = "/" + the first name, in the same root page; a
+                // disagreement on disk is SPDK's rename (applied below).
+                if let raw = x[XattrName.spdkName], let first = links.first {
+                    let want = InodeRecordCodec.leafName(spdkName: raw)
+                    if want != first.name { spdkRenames[ino] = (first, want) }
+                }
                 // Clamped: a damaged record can hold any value, and the counter must still
                 // be able to count up (a version at the cap can only be tied, never beaten).
                 let cap = Self.versionCap
                 counter = max(counter, min(attrs.generation, cap) + 1, min(links.map(\.version).max() ?? 0, cap) + 1)
             } else {
                 // A file written by SPDK BlobFS: `name` is "/" + file name (+ NUL).
-                guard var name = x[XattrName.spdkName] else {
+                guard let raw = x[XattrName.spdkName] else {
                     report.warnings.append("blob \(info.id) has neither BlobFS nor blobfs-fuse metadata; ignored")
                     return
                 }
-                if name.last == 0 { name.removeLast() }
-                if name.first == UInt8(ascii: "/") { name.removeFirst() }
-                // A "/" inside an SPDK name (RocksDB-style path) cannot be a leaf name here.
-                name = name.map { $0 == UInt8(ascii: "/") ? UInt8(ascii: "_") : $0 }
+                var name = InodeRecordCodec.leafName(spdkName: raw)
                 if name.isEmpty { name = Array("blob-\(info.id)".utf8) }
                 let attrs = InodeRecordCodec.Attributes(mode: UInt32(S_IFREG) | 0o644, uid: 0, gid: 0, rdev: 0,
                                                         atime: .zero, mtime: .zero, ctime: .zero, generation: 0)
@@ -249,6 +253,26 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
         for ino in replaced {
             guard let node = records.removeValue(forKey: ino) else { continue }
             if !store.readOnly { try await store.deleteBlob(node.blobID) }
+        }
+        // SPDK BlobFS renames a file by rewriting its `name` xattr alone (spdk_fs_rename_file
+        // deletes an existing target first). SPDK sees each inode under its first name, so
+        // a `name` that disagrees with it is SPDK's rename of that name, within its
+        // directory. A name that is invalid or taken keeps ours (and `name` is rewritten).
+        for (ino, r) in spdkRenames.sorted(by: { $0.key < $1.key }) {
+            guard let node = records[ino],
+                  let i = node.links.firstIndex(where: { $0.parent == r.from.parent && $0.name == r.from.name }) else { continue }
+            let what = "inode \(ino): SPDK BlobFS renamed \(String(decoding: r.from.name, as: UTF8.self)) to \(String(decoding: r.to, as: UTF8.self))"
+            node.dirty = true
+            guard Self.validName(r.to), claims[r.from.parent]?[r.to] == nil else {
+                report.warnings.append("\(what), but that name is \(Self.validName(r.to) ? "taken" : "invalid"): kept the old one")
+                continue
+            }
+            let version = min(counter, Self.versionCap)
+            counter = version + 1
+            claims[r.from.parent]?[r.from.name] = nil
+            claims[r.from.parent, default: [:]][r.to] = (node, version)
+            node.links[i] = Link(parent: r.from.parent, name: r.to, version: version)
+            report.warnings.append("\(what): applied")
         }
         for node in records.values { inodes[node.ino] = node }
         // Link every inode into its parents; parents that are missing or not directories

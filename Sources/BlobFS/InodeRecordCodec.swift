@@ -108,4 +108,13 @@ public enum InodeRecordCodec {
 
     /// A leaf name the namespace accepts: 1–255 bytes, no "/" or NUL, not "." or "..".
     public static func isValidName(_ n: [UInt8]) -> Bool { FileSystem.validName(n) }
+
+    /// The leaf name SPDK's `name` xattr ("/" + name + NUL) gives a file: the NUL and the
+    /// leading "/" dropped, any other "/" (a RocksDB-style path) turned into "_".
+    public static func leafName(spdkName raw: [UInt8]) -> [UInt8] {
+        var n = raw
+        if n.last == 0 { n.removeLast() }
+        if n.first == UInt8(ascii: "/") { n.removeFirst() }
+        return n.map { $0 == UInt8(ascii: "/") ? UInt8(ascii: "_") : $0 }
+    }
 }

@@ -304,6 +304,30 @@ extension FsckRun {
             n.links = [keep]
             edit(n, set: [(L.linksXattr, L.encodeLinks([keep]))])
         }
+        // SPDK BlobFS renames a file by rewriting `name` alone; our writes keep it equal to
+        // the first name in the same root page. A disagreement on disk is SPDK's rename of
+        // that name within its directory, applied as the mount applies it; a name that is
+        // invalid or taken keeps ours and `name` is set back.
+        var taken = Set(alive.filter { !isRoot($0) }.flatMap { n in n.links.map { le64Bytes($0.parent) + $0.name } })
+        var nextVersion = (alive.flatMap { $0.links.map(\.version) }.max() ?? 0) + 1
+        for n in alive where !isRoot(n) && !n.spdk {
+            guard let raw = n.nameXattr, let onDisk = n.blob.xattr(bytes: XN.linksXattr).flatMap(L.decodeLinks)?.first,
+                  case let want = L.leafName(spdkName: raw), want != onDisk.name,
+                  let i = n.links.firstIndex(where: { $0.parent == onDisk.parent && $0.name == onDisk.name }) else { continue }
+            let what = "\(name(n)) is \(printable(onDisk.name)) in \(onDisk.parent == L.rootParent ? "/" : "directory \(hexID(onDisk.parent))") but its SPDK name is /\(printable(want)): renamed by SPDK BlobFS"
+            if L.isValidName(want) && !taken.contains(le64Bytes(onDisk.parent) + want) {
+                add("ns.spdk.rename", what, repair: "rename it to \(printable(want)), as SPDK did (the mount does the same)", fix: .safe)
+                taken.remove(le64Bytes(onDisk.parent) + onDisk.name)
+                taken.insert(le64Bytes(onDisk.parent) + want)
+                n.links[i] = LinkEntry(parent: onDisk.parent, name: want, version: nextVersion)
+                nextVersion += 1
+                edit(n, set: [(L.linksXattr, L.encodeLinks(n.links)), (L.nameXattr, [UInt8(ascii: "/")] + n.links[0].name + [0])])
+            } else {
+                add("ns.spdk.rename", what + ", but that name is \(L.isValidName(want) ? "taken" : "invalid")",
+                    repair: "set its SPDK name back to /\(printable(n.links[0].name))", fix: .safe)
+                edit(n, set: [(L.nameXattr, [UInt8(ascii: "/")] + n.links[0].name + [0])])
+            }
+        }
         // Reachability from / through each inode's first name, as the mount judges it. The
         // top of each unreachable subtree (an inode without a name, or one inode of a
         // directory cycle) is reconnected in /lost+found; what lies below comes along.
