@@ -32,10 +32,10 @@ let package = Package(
     ],
     targets: [
         // C libraries, each wrapped once (Platform) and not imported elsewhere.
-        .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
-        .systemLibrary(name: "CLibAIO", providers: [.apt(["libaio-dev"])]),
-        .systemLibrary(name: "CNuma", pkgConfig: "numa", providers: [.apt(["libnuma-dev"])]),
-        .target(name: "CPlatformShim"),
+        .systemLibrary(name: "CFuse3", path: "Sources/C/CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        .systemLibrary(name: "CLibAIO", path: "Sources/C/CLibAIO", providers: [.apt(["libaio-dev"])]),
+        .systemLibrary(name: "CNuma", path: "Sources/C/CNuma", pkgConfig: "numa", providers: [.apt(["libnuma-dev"])]),
+        .target(name: "CPlatformShim", path: "Sources/C/CPlatformShim"),
         .target(name: "Platform", dependencies: [
             "CPlatformShim", "CLibAIO", "CNuma",
             .product(name: "SystemPackage", package: "swift-system"),
@@ -53,37 +53,37 @@ let package = Package(
             "BDev", "Blobstore", "Reactor", "Platform",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
-        ], swiftSettings: swiftSettings),
+        ], path: "Sources/Support/ToolSupport", swiftSettings: swiftSettings),
 
         .executableTarget(name: "BlobFSFuse", dependencies: [
             "ToolSupport", "BlobFS", "FUSEFrontend", "Blobstore", "BDev", "Reactor", "Platform",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
-        ], swiftSettings: swiftSettings),
+        ], path: "Sources/Tools/BlobFSFuse", swiftSettings: swiftSettings),
         .executableTarget(name: "MkfsBlobFS", dependencies: [
             "ToolSupport", "Blobstore", "BDev", "Reactor", "BlobFS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ], swiftSettings: swiftSettings),
+        ], path: "Sources/Tools/MkfsBlobFS", swiftSettings: swiftSettings),
         .executableTarget(name: "BlobFSBench", dependencies: [
             "ToolSupport", "Blobstore", "BlobFS", "Fsck", "BDev", "Reactor", "Platform",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ], path: "Sources/Benchmarks", swiftSettings: swiftSettings),
+        ], path: "Sources/Tools/Benchmarks", swiftSettings: swiftSettings),
 
         .executableTarget(name: "BlobFSNVMe", dependencies: [
             "ToolSupport", "Blobstore", "BDev", "Reactor", "Platform",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ], swiftSettings: swiftSettings),
+        ], path: "Sources/Tools/BlobFSNVMe", swiftSettings: swiftSettings),
 
         // fsck.blobfs / blobfs-inspect: checker, repairer and inspector over the raw format.
         .target(name: "Fsck", dependencies: ["Blobstore", "BlobFS", "BDev", "Reactor", "Platform"], swiftSettings: swiftSettings),
         .executableTarget(name: "FsckBlobFS", dependencies: [
             "Fsck", "ToolSupport", "Blobstore", "BDev", "Reactor", "Platform",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ], swiftSettings: swiftSettings),
+        ], path: "Sources/Tools/FsckBlobFS", swiftSettings: swiftSettings),
         .executableTarget(name: "BlobFSInspect", dependencies: [
             "Fsck", "ToolSupport", "Blobstore", "BDev", "Reactor", "Platform",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ], swiftSettings: swiftSettings),
+        ], path: "Sources/Tools/BlobFSInspect", swiftSettings: swiftSettings),
 
         // The power-cut harness: crash states from a recorded device, a model, an oracle.
         .target(name: "CrashCheck", dependencies: ["Fsck", "BlobFS", "Blobstore", "BDev", "Reactor", "Platform"],
@@ -91,9 +91,9 @@ let package = Package(
         .executableTarget(name: "BlobFSCrashCheck", dependencies: [
             "CrashCheck", "ToolSupport", "Fsck", "BlobFS", "Blobstore", "BDev", "Reactor", "Platform",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ], swiftSettings: swiftSettings),
+        ], path: "Sources/Tools/BlobFSCrashCheck", swiftSettings: swiftSettings),
 
-        .target(name: "TestSupport", dependencies: ["BDev", "Reactor"], path: "Sources/TestSupport", swiftSettings: swiftSettings),
+        .target(name: "TestSupport", dependencies: ["BDev", "Reactor"], path: "Sources/Support/TestSupport", swiftSettings: swiftSettings),
         .testTarget(name: "PlatformTests", dependencies: ["Platform"], swiftSettings: swiftSettings),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "Platform"], swiftSettings: swiftSettings),
         .testTarget(name: "NVMeTests", dependencies: ["NVMe", "Platform"], swiftSettings: swiftSettings),

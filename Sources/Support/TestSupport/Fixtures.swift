@@ -2,9 +2,14 @@ import Foundation
 
 /// Helpers shared by the test targets: SPDK fixture images, temporary directories.
 public enum Fixtures {
-    /// The repository root (this file is Sources/TestSupport/Fixtures.swift).
-    public static let repoRoot: URL = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    /// The repository root: the nearest directory above this file with a Package.swift.
+    public static let repoRoot: URL = {
+        var u = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        while u.path != "/" && !FileManager.default.fileExists(atPath: u.appendingPathComponent("Package.swift").path) {
+            u = u.deletingLastPathComponent()
+        }
+        return u
+    }()
     /// `../shared/fixtures` beside the repository (CI clones the repo with shared/ beside it).
     public static let directory: URL = repoRoot.deletingLastPathComponent().appendingPathComponent("shared/fixtures")
 
