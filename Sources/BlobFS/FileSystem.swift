@@ -11,6 +11,10 @@ public struct MountOptions: Sendable {
     /// Owner (uid, gid) of the root directory if this mount has to create it (a volume
     /// fresh from the blobstore layer, or one SPDK made); an existing root keeps its own.
     public var rootOwner: (uid: UInt32, gid: UInt32) = (0, 0)
+    /// POSIX ACLs (PosixACL): the ACL xattrs are accepted, kept in step with the mode, and
+    /// default ACLs inherited on create. Off: they are EOPNOTSUPP, as on a filesystem
+    /// mounted noacl. The FUSE front-end turns on the kernel's enforcement to match.
+    public var posixACL = true
     public init() {}
 }
 

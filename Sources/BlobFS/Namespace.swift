@@ -76,6 +76,21 @@ extension FileSystem {
             gid = parent.attrs.gid
             if m & UInt32(S_IFMT) == UInt32(S_IFDIR) { m |= UInt32(S_ISGID) }
         }
+        // A default ACL on the parent gives the new inode its access ACL (and a directory
+        // its default ACL too), and replaces the umask; otherwise the umask applies (the
+        // kernel leaves it to us when ACLs are on: FUSE_CAP_DONT_MASK).
+        var acls: [(name: [UInt8], value: [UInt8])] = []
+        if symlink == nil {
+            let inherited = options.posixACL ? parent.xattrs.first(where: { $0.name == Self.defaultACLName }).flatMap { PosixACL(decoding: $0.value) } : nil
+            if let d = inherited {
+                let (access, bits) = d.inherited(mode: m)
+                m = (m & ~0o777) | bits
+                if let a = access { acls.append((Self.accessACLName, a.encode())) }
+                if m & UInt32(S_IFMT) == UInt32(S_IFDIR) { acls.append((Self.defaultACLName, d.encode())) }
+            } else {
+                m &= ~(caller.umask & 0o777)
+            }
+        }
         let attrs = InodeRecordCodec.Attributes(mode: m, uid: caller.uid, gid: gid, rdev: rdev, atime: now, mtime: now, ctime: now,
                                                 generation: nextVersion())
         let link = Link(parent: parent.ino, name: name, version: nextVersion())
@@ -86,6 +101,7 @@ extension FileSystem {
             Xattr(name: XattrName.links, value: LinkCodec.encode([link])),
         ]
         if let t = symlink { x += LongXattr.encode(name: Array(XattrName.symlink.utf8), value: t) }
+        for a in acls { x += LongXattr.encode(name: a.name, value: a.value) }
         // Reserve the name (inode 0: invisible to lookup and readdir) while the blob is
         // written, so a racing create of the same name gets EEXIST.
         dir.insert(name, 0)
@@ -106,6 +122,7 @@ extension FileSystem {
         let node = Inode(ino: blob.id.rawValue, blobID: blob.id, attrs: attrs, size: UInt64(symlink?.count ?? 0), links: [link],
                          legacySPDK: false, numClusters: 0)
         node.symlinkTarget = symlink
+        node.xattrs = acls
         node.allocatedClusters = 0
         node.writeMark = store.writeMark
         node.zeroFrom = 0
@@ -419,8 +436,16 @@ extension FileSystem {
             n.attrs.mtime = now
             n.dirty = true
         }
-        let (oldAttrs, wasDirty) = (n.attrs, n.dirty)
+        let (oldAttrs, wasDirty, oldXattrs) = (n.attrs, n.dirty, n.xattrs)
         if let m = changes.mode { n.attrs.mode = (n.attrs.mode & UInt32(S_IFMT)) | (m & 0o7777) }
+        // chmod rewrites the access ACL's owner, group-class (mask) and other entries.
+        var aclChange: [UInt8]? = nil
+        if changes.mode != nil, let i = n.xattrs.firstIndex(where: { $0.name == Self.accessACLName }),
+           var acl = PosixACL(decoding: n.xattrs[i].value) {
+            acl.chmod(n.attrs.mode)
+            aclChange = acl.encode()
+            n.xattrs[i].value = aclChange!
+        }
         if let u = changes.uid { n.attrs.uid = u }
         if let g = changes.gid { n.attrs.gid = g }
         if (changes.uid != nil || changes.gid != nil) && !n.isDirectory && caller.uid != 0 {
@@ -430,9 +455,24 @@ extension FileSystem {
         switch changes.mtime { case .now: n.attrs.mtime = now; case .set(let t): n.attrs.mtime = t; case nil: break }
         n.attrs.ctime = changes.ctime ?? now
         n.dirty = true
-        do { try await persist(n) } catch {
+        do throws(FSError) {
+            if let v = aclChange {
+                // The ACL and the mode in one commit.
+                await n.lock.lock()
+                defer { n.lock.unlock() }
+                let b = try await openBlob(n)
+                do { try LongXattr.store(Self.accessACLName, v, in: b) } catch { throw mapError(error) }
+                try await persistLocked(n)
+            } else {
+                try await persist(n)
+            }
+        } catch {
             // Not committed (ENOSPC: the inode's chain needs fresh pages): undone.
+            if aclChange != nil, let b = n.blob, let old = oldXattrs.first(where: { $0.name == Self.accessACLName }) {
+                try? LongXattr.store(Self.accessACLName, old.value, in: b)
+            }
             n.attrs = oldAttrs
+            n.xattrs = oldXattrs
             n.dirty = wasDirty
             throw error
         }
@@ -488,14 +528,31 @@ extension FileSystem {
         if flags & Self.xattrReplace != 0 && existing == nil { throw FSError(ENODATA) }
         guard value.count <= LongXattr.maxValue else { throw FSError(E2BIG, "xattr value longer than \(LongXattr.maxValue) bytes") }
         let (old, oldAttrs) = (n.xattrs, n.attrs)
-        if let i = existing { n.xattrs[i].value = value } else { n.xattrs.append((name, value)) }
+        // An ACL is validated and kept in step with the mode: an access ACL sets the
+        // permission bits, and one the mode says in full is not stored at all.
+        var stored: [UInt8]? = value
+        if name == Self.accessACLName || name == Self.defaultACLName {
+            guard let acl = PosixACL(decoding: value) else { throw FSError(EINVAL, "not a valid POSIX ACL") }
+            if name == Self.defaultACLName {
+                guard n.isDirectory else { throw FSError(EACCES, "a default ACL belongs to a directory") }
+            } else {
+                let (bits, minimal) = acl.mode
+                n.attrs.mode = (n.attrs.mode & ~0o777) | bits
+                if minimal { stored = nil }
+            }
+        }
+        if let v = stored {
+            if let i = existing { n.xattrs[i].value = v } else { n.xattrs.append((name, v)) }
+        } else if let i = existing {
+            n.xattrs.remove(at: i)
+        }
         n.attrs.ctime = .now()
         do throws(FSError) {
             await n.lock.lock()
             defer { n.lock.unlock() }
             let b = try await openBlob(n)
             // One descriptor, or chunks when it is longer (all replaced in this one persist).
-            do { try LongXattr.store(name, value, in: b) } catch { throw mapError(error) }
+            do { try LongXattr.store(name, stored, in: b) } catch { throw mapError(error) }
             try await persistLocked(n)
         } catch {
             // Not committed (ENOSPC: long values need fresh pages): all of it undone, so
@@ -538,8 +595,15 @@ extension FileSystem {
         }
     }
 
+    static let accessACLName = Array(PosixACL.accessXattr.utf8)
+    static let defaultACLName = Array(PosixACL.defaultXattr.utf8)
+
     func checkXattrName(_ name: [UInt8]) throws(FSError) {
         guard !name.isEmpty, name.count <= 255 else { throw FSError(name.isEmpty ? EINVAL : ERANGE) }
+        if name == Self.accessACLName || name == Self.defaultACLName {
+            guard options.posixACL else { throw FSError(EOPNOTSUPP) }
+            return
+        }
         let ns = ["user.", "trusted.", "security."].map { Array($0.utf8) }
         guard ns.contains(where: { name.starts(with: $0) && name.count > $0.count }) else { throw FSError(EOPNOTSUPP) }
     }

@@ -36,6 +36,10 @@ public struct FUSEMountOptions: Sendable {
     }
     /// Raw `-o` options passed through to libfuse (e.g. "auto_unmount", "max_read=65536").
     public var extra: [String]
+    /// FUSE_CAP_POSIX_ACL (with FUSE_CAP_DONT_MASK): the kernel enforces the ACL xattrs
+    /// with the permission bits and leaves the umask to the filesystem, which applies it
+    /// or a parent's default ACL. Needs `defaultPermissions`.
+    public var posixACL = false
 
     public init(fsname: String = "blobfs", subtype: String = "blobfs", readOnly: Bool = false, allowOther: Bool = false,
                 defaultPermissions: Bool = true, entryTimeout: Double = 1.0, attrTimeout: Double = 1.0,

@@ -90,11 +90,16 @@ extension FUSESession {
         enable(FUSE_CAP_CACHE_SYMLINKS)
         enable(FUSE_CAP_ASYNC_READ)
         // Not implemented here: splice of incoming writes, POSIX/BSD locks (the kernel keeps
-        // them locally), ACLs, the kernel killing suid bits for us.
+        // them locally), the kernel killing suid bits for us.
         disable(FUSE_CAP_SPLICE_READ)
         disable(FUSE_CAP_POSIX_LOCKS)
         disable(FUSE_CAP_FLOCK_LOCKS)
-        disable(FUSE_CAP_POSIX_ACL)
+        if options.posixACL && options.defaultPermissions {
+            enable(FUSE_CAP_POSIX_ACL)
+            enable(FUSE_CAP_DONT_MASK)
+        } else {
+            disable(FUSE_CAP_POSIX_ACL)
+        }
         disable(FUSE_CAP_HANDLE_KILLPRIV)
         conn.pointee.want = want
         conn.pointee.max_write = UInt32(clamping: options.maxWrite)

@@ -370,6 +370,31 @@ extension FsckRun {
             edit(lf, set: [(L.linksXattr, L.encodeLinks(lf.links))])
         }
 
+        // POSIX ACLs (docs/NAMESPACE.md): well formed, a default ACL only on a directory,
+        // and an access ACL that says what the mode says (setfacl and chmod keep them in step).
+        for n in alive {
+            guard let a = n.attrs else { continue }
+            for aclName in [PosixACL.accessXattr, PosixACL.defaultXattr] {
+                guard let v = n.values.first(where: { $0.name == Array(aclName.utf8) })?.value else { continue }
+                guard let acl = PosixACL(decoding: v) else {
+                    add("ns.acl", "\(name(n)): \(aclName) is not a valid POSIX ACL (\(v.count) bytes)",
+                        repair: "remove it (the permission bits stay)", fix: .confirm)
+                    edit(n, remove: [aclName])
+                    continue
+                }
+                if aclName == PosixACL.defaultXattr && !n.isDirectory {
+                    add("ns.acl", "\(name(n)) is not a directory but has a default ACL", repair: "remove it", fix: .safe)
+                    edit(n, remove: [aclName])
+                } else if aclName == PosixACL.accessXattr, acl.mode.bits != a.mode & 0o777 {
+                    add("ns.acl.mode", "\(name(n)): its access ACL gives permissions \(String(acl.mode.bits, radix: 8)) but its mode says \(String(a.mode & 0o777, radix: 8))",
+                        repair: "set the ACL's owner, group-class and other entries from the mode (as chmod does)", fix: .safe)
+                    var fixed = acl
+                    fixed.chmod(a.mode)
+                    edit(n, set: [(aclName, fixed.encode())])
+                }
+            }
+        }
+
         // Lengths, symlinks, SPDK's name and length on every inode.
         for n in alive {
             let cap = n.capacity * cs

@@ -289,7 +289,7 @@ import TestSupport
             #expect(page.status == 0 && page.output.contains("NAME"), "\(tool): \(page.output)")
             guard tool != "mount.blobfs" else {
                 for option in ["ro", "rw", "allow_other", "default_permissions", "nodefault_permissions", "fsname=", "commit=",
-                               "log_level=", "user_allow_other", "_netdev", "nofail", "x-*"] {
+                               "log_level=", "acl", "noacl", "user_allow_other", "_netdev", "nofail", "x-*"] {
                     #expect(page.output.contains(option), "mount.blobfs(8) does not describe \(option)")
                 }
                 continue

@@ -35,7 +35,9 @@ struct BlobFSFuse: ParsableCommand {
 
         MOUNT OPTIONS (-o, comma separated): ro, rw, allow_other, default_permissions (on \
         by default; nodefault_permissions turns it off), fsname=NAME, commit=SECONDS \
-        (background commit interval, default 5, 0 = off), log_level=LEVEL (as --log-level). \
+        (background commit interval, default 5, 0 = off), log_level=LEVEL (as --log-level), \
+        acl (the default: POSIX access and default ACLs, enforced by the kernel with \
+        default_permissions; getfacl/setfacl work) or noacl. \
         mount(8) options such as \
         defaults, auto, noauto, user, nouser, dev, suid, exec, _netdev, nofail and x-* are \
         accepted and ignored; anything else is passed to FUSE.
@@ -134,6 +136,7 @@ struct BlobFSFuse: ParsableCommand {
         var readOnly = false
         var allowOther = false
         var defaultPermissions = true
+        var acl = true
         var fsname: String?
         var commit: Double = 5
         var logLevel: Logger.Level = .info
@@ -154,6 +157,8 @@ struct BlobFSFuse: ParsableCommand {
             case "default_permissions": o.defaultPermissions = true
             case "nodefault_permissions": o.defaultPermissions = false
             case "fsname" where kv.count == 2: o.fsname = kv[1]
+            case "acl": o.acl = true
+            case "noacl": o.acl = false
             case "subtype": break
             case "log_level":
                 guard kv.count == 2, let l = DaemonLog.parseLevel(kv[1]) else {
@@ -209,6 +214,7 @@ struct BlobFSFuse: ParsableCommand {
         var mo = MountOptions()
         mo.readOnly = o.readOnly
         mo.commitInterval = o.commit
+        mo.posixACL = o.acl && o.defaultPermissions
         // A volume without a root directory (fresh, or made by SPDK) gets one owned by the
         // user who mounts it, as mkfs.blobfs does.
         mo.rootOwner = (getuid(), getgid())
@@ -240,6 +246,7 @@ struct BlobFSFuse: ParsableCommand {
         fo.readOnly = o.readOnly
         fo.allowOther = o.allowOther
         fo.defaultPermissions = o.defaultPermissions
+        fo.posixACL = o.acl && o.defaultPermissions
         fo.extra = o.extra
         let session: FUSESession
         do { session = try FUSESession(fs: fs, reactor: reactor, mountpoint: mountpoint, options: fo) }
