@@ -81,6 +81,12 @@ extension FsckRun {
             if n.spdk, set.contains(where: { $0.0 == L.linksXattr }), let a = n.attrs, !set.contains(where: { $0.0 == L.inodeXattr }) {
                 set.append((L.inodeXattr, L.encodeAttributes(a)))
             }
+            // `name` follows the first name, in the same commit, as every write of ours keeps
+            // it (else the mount would take the difference for SPDK's rename).
+            if let i = set.firstIndex(where: { $0.0 == L.linksXattr }), !set.contains(where: { $0.0 == L.nameXattr }),
+               let first = L.decodeLinks(set[i].1)?.first {
+                set.append((L.nameXattr, [UInt8(ascii: "/")] + first.name + [0]))
+            }
             for (k, v) in set { e.set.removeAll { $0.0 == k }; e.set.append((k, v)) }
             e.remove += remove
             e.drop += drop

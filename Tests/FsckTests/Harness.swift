@@ -236,8 +236,15 @@ extension Vol {
         }
     }
 }
+/// Set or remove xattrs of one blob in one commit. New links bring `name` along (the first
+/// name), as every write of blobfs-fuse does; set `name` explicitly to model SPDK's rename.
 func setXattrs(_ s: Blobstore, _ id: UInt64, set: [(String, [UInt8])] = [], remove: [String] = []) async throws {
     let blob = try await s.openBlob(BlobID(rawValue: id))
+    var set = set
+    if let l = set.first(where: { $0.0 == InodeRecordCodec.linksXattr }), !set.contains(where: { $0.0 == InodeRecordCodec.nameXattr }),
+       let first = InodeRecordCodec.decodeLinks(l.1)?.first {
+        set.append((InodeRecordCodec.nameXattr, b("/") + first.name + [0]))
+    }
     for (k, v) in set { try blob.setXattr(k, v) }
     for k in remove { try blob.removeXattr(k) }
     try await blob.close()

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Testing
 import TestSupport
+import Platform
 
 /// One read-write user of a volume at a time, whatever the tool (docs/ARCHITECTURE.md,
 /// "Exclusive access"). Each pair: a holder (a mount, an outside flock(1), a claimed block
@@ -121,5 +122,38 @@ import TestSupport
         let onExt = try run([Tools.mkfs, "-f", loop])
         #expect(onExt.status == 1 && onExt.output.contains("mounted at \(ext)"), "\(onExt.output)")
         #expect(try run(["umount", ext]).status == 0)
+    }
+
+    /// The short-lived tools hold the volume too, while they run: mkfs.blobfs and an
+    /// fsck.blobfs repair, each caught (SIGSTOP) while it has the volume open, keep out a
+    /// mount, each other and themselves.
+    @Test func mkfsAndFsckHoldTheVolumeWhileTheyRun() throws {
+        let dir = try TemporaryDirectory(prefix: "blobfs-excl4")
+        let img = dir.path + "/big.img"
+        let mnt = dir.path + "/mnt"
+        try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
+        #expect(try run([Tools.mkfs, "-q", "-s", "2G", img]).status == 0)
+        for holder in [[Tools.mkfs, "-q", "-f", img], [Tools.fsck, "-y", "-f", img]] {
+            let name = holder[0].split(separator: "/").last.map(String.init)!
+            var caught: Child? = nil
+            for _ in 0..<5 where caught == nil {
+                let c = try Child(holder, outputPath: dir.path + "/holder.log")
+                // Stop it once it holds the volume (it formats or checks 256 MiB of metadata).
+                while c.isRunning && !FileHolder.holders(of: img).contains(where: { $0.pid == c.pid }) { usleep(500) }
+                c.signal(SIGSTOP)
+                if FileHolder.holders(of: img).contains(where: { $0.pid == c.pid }) { caught = c } else { c.signal(SIGCONT); _ = c.wait() }
+            }
+            guard let c = caught else { Issue.record("\(name) finished before it could be stopped"); continue }
+            let named = "is in use by \(name) (pid \(c.pid))"
+            let mount = try run([Tools.blobfsFuse, "-f", img, mnt])
+            #expect(mount.status == 1 && mount.output.contains(named), "\(mount.output)")
+            let mk = try run([Tools.mkfs, "-f", img])
+            #expect(mk.status == 1 && mk.output.contains(named), "\(mk.output)")
+            let fk = try run([Tools.fsck, "-y", "-f", img])
+            #expect(fk.status == 8 && fk.output.contains(named), "\(fk.output)")
+            c.signal(SIGCONT)
+            #expect(c.wait() == 0, "\(name)")
+        }
+        #expect(try run([Tools.fsck, "-n", "-f", img]).status == 0)
     }
 }
