@@ -341,3 +341,36 @@ private func blockDeviceClaimed(_ path: String) -> Bool {
     close(fd)
     return false
 }
+
+/// MonitoredBDev tells its owner of failed requests (what, where, why) and of flushes
+/// slower than its threshold, and passes every request through unchanged.
+@Suite struct MonitoredBDevTests {
+    final class Events: @unchecked Sendable { var list: [DeviceEvent] = [] }
+
+    @Test func reportsFailuresAndSlowFlushes() throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let events = Events()
+        try onReactor { r in
+            let aio = try AIOBDev(name: "Aio0", path: dir.path("d.img"), create: 1 << 20)
+            let dev = MonitoredBDev(aio, slowFlushSeconds: 0) { events.list.append($0) }
+            let id = r.addPoller(dev)
+            defer { r.removePoller(id) }
+            let buf = dev.allocateBuffer(byteCount: 4096)
+            fillPattern(buf.bytes, seed: 3)
+            try await dev.write(offsetBlocks: 2, from: buf.bytes)
+            try await dev.flush()                       // "slow": the threshold is 0
+            let back = dev.allocateBuffer(byteCount: 4096)
+            try await dev.read(offsetBlocks: 2, into: back.bytes)
+            #expect(sameBytes(buf.bytes, back.bytes))
+            dev.close()
+            let failed = await submitAll(dev, [.write(offsetBlocks: 5, buffers: [buf.bytes])])[0]
+            #expect(failed.failure?.errno == .badFileDescriptor)
+        }
+        #expect(events.list.count == 2, "\(events.list)")
+        if case .slowFlush(let s)? = events.list.first { #expect(s >= 0) } else { Issue.record("no slow flush: \(events.list)") }
+        if case .failed(let op, let offset, let e)? = events.list.last {
+            #expect(op == "write" && offset == 5 && e.errno == .badFileDescriptor)
+        } else { Issue.record("no failure: \(events.list)") }
+    }
+}
