@@ -204,6 +204,23 @@ nvme_kill_and_recover() {
     unmount_blobfs
 }
 
+# One driver per controller: while a daemon drives it, a second user-space opener (the
+# VFIO group is exclusive; uio is flock'd) is refused and says so.
+nvme_exclusive() {
+    mount_blobfs --nvme "$ADDR"
+    if out=$(timeout "$CMD_TIMEOUT" blobfs-nvme identify --nvme "$ADDR" 2>&1); then
+        unmount_blobfs; fail "a second driver opened $ADDR while blobfs-fuse drives it"
+    fi
+    echo "$out"
+    echo "$out" | grep -q "another process drives this controller" || { unmount_blobfs; fail "unexpected refusal: $out"; }
+    if out=$(timeout "$CMD_TIMEOUT" mkfs.blobfs -f --nvme "$ADDR" 2>&1); then
+        unmount_blobfs; fail "mkfs.blobfs formatted $ADDR while blobfs-fuse drives it"
+    fi
+    echo "$out"
+    unmount_blobfs
+    run blobfs-nvme identify --nvme "$ADDR" > /dev/null   # released with the daemon
+}
+
 reset_to_kernel() {
     run nvme-setup reset "$ADDR"
     wait_for_kernel_namespace
@@ -226,7 +243,7 @@ user_space_steps() {
     have_nvme_option || missing="${missing:+$missing, }--nvme option"
     if [ -n "$missing" ]; then
         if [ "$ALLOW_MISSING" = 1 ]; then
-            for s in identify selftest nvme-mkfs nvme-fuse nvme-kill-9 nvme-fsck; do
+            for s in identify selftest nvme-mkfs nvme-fuse nvme-exclusive nvme-kill-9 nvme-fsck; do
                 skip_step "$s" "not built yet: $missing"
             done
             return 0
@@ -237,6 +254,7 @@ user_space_steps() {
     step selftest nvme_selftest
     step nvme-mkfs nvme_mkfs
     step nvme-fuse fuse_round_trip --nvme "$ADDR"
+    step nvme-exclusive nvme_exclusive
     step nvme-kill-9 nvme_kill_and_recover
     step nvme-fsck nvme_fsck
 }

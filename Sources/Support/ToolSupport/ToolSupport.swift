@@ -125,6 +125,8 @@ public final class ToolRuntime: @unchecked Sendable {
             if let m = monitor { device = MonitoredBDev(device, report: m) }
         } catch let e as BDevError where e.errno == .resourceBusy {
             reactor.shutdown()
+            // A controller's own message names its holder (the VFIO group's or the uio lock's).
+            if case .nvme = selection { throw ToolError("\(selection) is in use: \(e.message)", exitCode: 1, inUse: true) }
             throw ToolError(Self.inUseMessage(selection), exitCode: 1, inUse: true)
         } catch {
             reactor.shutdown()

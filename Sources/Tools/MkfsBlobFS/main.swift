@@ -139,6 +139,8 @@ struct Mkfs: ParsableCommand {
             rt = try ToolRuntime(selection, blockSize: blockSize, createSize: createSize,
                                  access: force >= 2 ? .ignoringLock : .exclusive)
         } catch where error.inUse {
+            // A controller driven by another process cannot be opened at all, forced or not.
+            if case .nvme = selection { throw ToolError(error.message + "; refusing to format it") }
             throw ToolError(error.message + "; refusing to format it (-f -f formats it anyway)")
         }
         defer { rt.shutdown() }
