@@ -104,7 +104,7 @@ let package = Package(
                     swiftSettings: swiftSettings),
         .testTarget(name: "BlobFSTests", dependencies: ["BlobFS", "Blobstore", "BDev", "Reactor", "Platform", "TestSupport"],
                     swiftSettings: swiftSettings),
-        .testTarget(name: "IntegrationTests", dependencies: ["TestSupport", "Platform"], swiftSettings: swiftSettings),
+        .testTarget(name: "IntegrationTests", dependencies: ["TestSupport", "Platform", "Blobstore", "BDev", "Reactor"], swiftSettings: swiftSettings),
         .testTarget(name: "ToolTests", dependencies: ["ToolSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "FsckTests", dependencies: ["Fsck", "BlobFS", "Blobstore", "BDev", "Reactor", "Platform", "TestSupport"],
                     swiftSettings: swiftSettings),
