@@ -141,15 +141,22 @@ import Platform
                 // Stop it once it holds the volume (it formats or checks 256 MiB of metadata).
                 while c.isRunning && !FileHolder.holders(of: img).contains(where: { $0.pid == c.pid }) { usleep(500) }
                 c.signal(SIGSTOP)
-                if FileHolder.holders(of: img).contains(where: { $0.pid == c.pid }) { caught = c } else { c.signal(SIGCONT); _ = c.wait() }
+                // Caught holding the lock, not between its open and its flock.
+                if FileHolder.holders(of: img).contains(where: { $0.pid == c.pid }), try run(["flock", "-n", img, "true"]).status != 0 {
+                    caught = c
+                } else {
+                    c.signal(SIGCONT); _ = c.wait()
+                }
             }
             guard let c = caught else { Issue.record("\(name) finished before it could be stopped"); continue }
             let named = "is in use by \(name) (pid \(c.pid))"
-            let mount = try run([Tools.blobfsFuse, "-f", img, mnt])
+            // (Under timeout: were it not refused, a foreground mount would stay.)
+            let mount = try run(["timeout", "20", Tools.blobfsFuse, "-f", img, mnt])
+            if mounted(mnt) { _ = try run(["fusermount3", "-u", mnt]) }
             #expect(mount.status == 1 && mount.output.contains(named), "\(mount.output)")
-            let mk = try run([Tools.mkfs, "-f", img])
+            let mk = try run(["timeout", "60", Tools.mkfs, "-f", img])
             #expect(mk.status == 1 && mk.output.contains(named), "\(mk.output)")
-            let fk = try run([Tools.fsck, "-y", "-f", img])
+            let fk = try run(["timeout", "60", Tools.fsck, "-y", "-f", img])
             #expect(fk.status == 8 && fk.output.contains(named), "\(fk.output)")
             c.signal(SIGCONT)
             #expect(c.wait() == 0, "\(name)")
