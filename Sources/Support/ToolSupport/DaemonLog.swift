@@ -9,9 +9,8 @@ public enum DaemonLog {
     /// Install the process-wide handler (once) and return the daemon's logger.
     public static func start(background: Bool, level: Logger.Level, volume: String) -> Logger {
         if background { Syslog.open(ident: "blobfs-fuse") }
-        LoggingSystem.bootstrap { label in
-            var h: any LogHandler = background ? SyslogLogHandler(label: label) as any LogHandler
-                                               : StderrLogHandler(label: label) as any LogHandler
+        LoggingSystem.bootstrap { _ in
+            var h = DaemonLogHandler(to: background ? .syslog : .stderr)
             h.logLevel = level
             return h
         }
@@ -34,53 +33,49 @@ private func line(_ message: Logger.Message, _ metadata: Logger.Metadata) -> Str
     return volume + message.description + rest
 }
 
-/// One line per message to syslog(3); the priority follows the level.
-public struct SyslogLogHandler: LogHandler {
+/// The daemon's log handler: one line per message, "[volume] message key=value", to
+/// syslog(3) (the priority follows the level) or to stderr ("blobfs-fuse: warning: …").
+public struct DaemonLogHandler: LogHandler {
+    public enum Destination: Sendable { case syslog, stderr }
+    public let destination: Destination
     public var metadata: Logger.Metadata = [:]
     public var logLevel: Logger.Level = .info
-    public init(label: String) {}
+    public init(to destination: Destination) { self.destination = destination }
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
     public func log(event: LogEvent) {
-        let prio: Syslog.Priority = switch event.level {
-        case .trace, .debug: .debug
-        case .info: .info
-        case .notice: .notice
-        case .warning: .warning
-        case .error: .error
-        case .critical: .critical
+        let text = line(event.message, metadata.merging(event.metadata ?? [:]) { $1 })
+        switch destination {
+        case .syslog:
+            let prio: Syslog.Priority = switch event.level {
+            case .trace, .debug: .debug
+            case .info: .info
+            case .notice: .notice
+            case .warning: .warning
+            case .error: .error
+            case .critical: .critical
+            }
+            Syslog.send(prio, text)
+        case .stderr:
+            let prefix = event.level == .info || event.level == .notice ? "" : "\(event.level): "
+            printError("blobfs-fuse: " + prefix + text)
         }
-        Syslog.send(prio, line(event.message, metadata.merging(event.metadata ?? [:]) { $1 }))
-    }
-}
-
-/// "blobfs-fuse: warning: [v.img] message" to stderr, as the foreground daemon speaks.
-public struct StderrLogHandler: LogHandler {
-    public var metadata: Logger.Metadata = [:]
-    public var logLevel: Logger.Level = .info
-    public init(label: String) {}
-    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-    public func log(event: LogEvent) {
-        let prefix = event.level == .info || event.level == .notice ? "" : "\(event.level): "
-        printError("blobfs-fuse: " + prefix + line(event.message, metadata.merging(event.metadata ?? [:]) { $1 }))
     }
 }
 
 /// Say the first event of a burst at once and count the rest: a full disk produces one
-/// line per quiet period, not one per failed write.
-public struct BurstLimiter {
+/// line per quiet period, not one per failed write. Shared by the closures that report
+/// such events; they all run on the reactor, which confines it.
+public final class BurstLimiter: @unchecked Sendable {
     public let quietSeconds: Double
     private var lastSaid: UInt64 = 0
     private var suppressed = 0
     public init(quietSeconds: Double = 10) { self.quietSeconds = quietSeconds }
 
     /// nil: stay quiet. Otherwise how many were suppressed since the last one said.
-    public mutating func shouldSay(now: UInt64 = MonotonicClock.now()) -> Int? {
+    public func shouldSay(now: UInt64 = MonotonicClock.now()) -> Int? {
         if lastSaid != 0 && Double(now - lastSaid) / 1e9 < quietSeconds {
             suppressed += 1
             return nil

@@ -182,17 +182,29 @@ struct BlobFSFuse: ParsableCommand {
         return getcwd(&buf, buf.count) != nil ? String(cString: buf) + "/" + p : p
     }
 
-    /// Mount, serve until unmounted or signalled, unmount cleanly. Runs in the daemon.
+    /// Mount, serve until unmounted or signalled, unmount cleanly. Runs in the daemon. In
+    /// the background, why it could not mount goes to the log too (in the foreground the
+    /// error is printed on stderr already).
     private func serve(selection: DeviceSelection, mountpoint: String, options o: Options,
                        report: (Result<String, ToolError>) -> Void) throws(ToolError) {
-        let record = getenv("BLOBFS_RECORD_IO").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
         let log = DaemonLog.start(background: !foreground, level: o.logLevel, volume: selection.description)
+        do throws(ToolError) {
+            try serve(selection: selection, mountpoint: mountpoint, options: o, log: log, report: report)
+        } catch {
+            if !foreground { log.error("\(error.message)") }
+            throw error
+        }
+    }
+
+    private func serve(selection: DeviceSelection, mountpoint: String, options o: Options, log: Logger,
+                       report: (Result<String, ToolError>) -> Void) throws(ToolError) {
+        let record = getenv("BLOBFS_RECORD_IO").map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
         // Device errors and slow flushes, once per burst (reactor thread).
-        let deviceBursts = BurstBox()
+        let deviceBursts = BurstLimiter()
         let monitor: (DeviceEvent) -> Void = { event in
             switch event {
             case .failed(let op, let offset, let error):
-                guard let more = deviceBursts.limiter.shouldSay() else { return }
+                guard let more = deviceBursts.shouldSay() else { return }
                 log.error("device \(op) failed\(offset.map { " at block \($0)" } ?? ""): \(error)\(more > 0 ? " (\(more) more device errors since the last report)" : "")")
             case .slowFlush(let seconds):
                 log.warning("slow device flush: \(Int(seconds * 1000)) ms")
@@ -204,17 +216,16 @@ struct BlobFSFuse: ParsableCommand {
             rt = try ToolRuntime(selection, blockSize: blockSize, recordIOTo: record, access: o.readOnly ? .readOnly : .exclusive,
                                  monitor: monitor)
         } catch {
-            let e = error.inUse ? ToolError("cannot mount: " + error.message + " (a read-only mount, -o ro, may share it)") : error
-            if !foreground { log.error("\(e.message)") }
-            throw e
+            throw error.inUse ? ToolError("cannot mount: " + error.message + " (a read-only mount, -o ro, may share it)") : error
         }
         var cleanExit = false
         defer { rt.shutdown() }
         let reactor = rt.reactor, dev = rt.device
+        let acl = o.acl && o.defaultPermissions   // ACLs need the kernel's permission checks
         var mo = MountOptions()
         mo.readOnly = o.readOnly
         mo.commitInterval = o.commit
-        mo.posixACL = o.acl && o.defaultPermissions
+        mo.posixACL = acl
         // A volume without a root directory (fresh, or made by SPDK) gets one owned by the
         // user who mounts it, as mkfs.blobfs does.
         mo.rootOwner = (getuid(), getgid())
@@ -226,15 +237,16 @@ struct BlobFSFuse: ParsableCommand {
                 return try await FileSystem.mount(bdev: dev, reactor: reactor, options: mountOptions)
             }
         } catch {
-            if !foreground { log.error("cannot mount: \(error)") }
             throw ToolError("cannot mount \(selection): \(error)")
         }
-        var notes: [String] = []
-        if let r = record { notes.append("note: recording every device write and flush to \(r) (BLOBFS_RECORD_IO)") }
+        // What the mount has to say: logged, and in the background also handed to the
+        // parent, which prints it on the terminal that started the daemon.
+        var notes: [(level: Logger.Level, text: String)] = []
+        if let r = record { notes.append((.notice, "recording every device write and flush to \(r) (BLOBFS_RECORD_IO)")) }
         if fs.report.recovered {
-            notes.append("warning: \(selection) was not unmounted cleanly; recovered its allocation state from metadata")
+            notes.append((.warning, "\(selection) was not unmounted cleanly; recovered its allocation state from metadata"))
         }
-        notes += fs.report.warnings.map { "warning: \($0)" }
+        notes += fs.report.warnings.map { (.warning, $0) }
 
         var fo = FUSEMountOptions()
         switch selection {
@@ -246,27 +258,26 @@ struct BlobFSFuse: ParsableCommand {
         fo.readOnly = o.readOnly
         fo.allowOther = o.allowOther
         fo.defaultPermissions = o.defaultPermissions
-        fo.posixACL = o.acl && o.defaultPermissions
+        fo.posixACL = acl
         fo.extra = o.extra
         let session: FUSESession
         do { session = try FUSESession(fs: fs, reactor: reactor, mountpoint: mountpoint, options: fo) }
         catch {
             _ = try? rt.run { try await fs.unmount() }
-            if !foreground { log.error("cannot mount FUSE at \(mountpoint): \(error)") }
             throw ToolError("cannot mount FUSE at \(mountpoint): \(error)")
         }
         // ENOSPC and I/O errors returned to applications: the first of each burst.
-        let replyBursts = BurstBox()
+        let replyBursts = BurstLimiter()
         session.onFailedReply = { err in
-            guard let more = replyBursts.limiter.shouldSay() else { return }
+            guard let more = replyBursts.shouldSay() else { return }
             log.warning("\(String(cString: strerror(err)))\(err == ENOSPC ? " (the volume is full)" : "") returned to an application\(more > 0 ? "; \(more) more such errors since the last report" : "")")
         }
         // The kernel side ending (fusermount3 -u, umount) wakes the signal waiter.
         let mainThread = pthread_self()
         session.onExit = { pthread_kill(mainThread, SIGUSR1) }
-        for n in notes { n.hasPrefix("warning: ") ? log.warning("\(n.dropFirst(9))") : log.notice("\(n.hasPrefix("note: ") ? String(n.dropFirst(6)) : n)") }
+        for n in notes { log.log(level: n.level, "\(n.text)") }
         log.notice("mounted at \(mountpoint) (\(o.readOnly ? "read-only" : "read-write"), \(dev.ioMode))")
-        report(.success(notes.joined(separator: "\n")))
+        report(.success(notes.map { "\($0.level == .warning ? "warning" : "note"): \($0.text)" }.joined(separator: "\n")))
 
         let sig = Signals.waitForTermination()
         let exitReason = (try? rt.run { session.exitReason }) ?? nil
@@ -285,11 +296,6 @@ struct BlobFSFuse: ParsableCommand {
         }
         if !cleanExit { throw ToolError("the volume was not unloaded cleanly; the next mount will recover it") }
     }
-}
-
-/// A `BurstLimiter` shared by closures that all run on the reactor.
-final class BurstBox: @unchecked Sendable {
-    var limiter = BurstLimiter()
 }
 
 /// SIGINT, SIGTERM, SIGHUP (and SIGUSR1, our own wake-up) are blocked in every thread and
