@@ -117,13 +117,17 @@ public final class AIOBDev: BlockDevice, @unchecked Sendable {
         }
         var keepOpen = false
         defer { if !keepOpen { Glibc.close(fd) } }
-        if access == .exclusive && DeviceFile.isRegularFile(fd) {
+        // An image file opened for exclusive use is flock'd (the lock belongs to this
+        // descriptor: a reopen below takes it again).
+        func lockIfExclusive(_ fd: Int32) throws(BDevError) {
+            guard access == .exclusive && DeviceFile.isRegularFile(fd) else { return }
             let locked: Bool
             do throws(Errno) { locked = try VolumeLock.tryExclusive(fd) } catch {
                 throw BDevError(error, "\(what): cannot lock")
             }
             if !locked { throw BDevError(.resourceBusy, "\(what): in use (another process has it open read-write)") }
         }
+        try lockIfExclusive(fd)
 
         // Geometry.
         let logical: Int, physical: Int
@@ -179,14 +183,12 @@ public final class AIOBDev: BlockDevice, @unchecked Sendable {
                 guard err == EINVAL else {
                     throw BDevError(Errno(rawValue: err), "\(what): reading block 0 failed")
                 }
-                // Reopened: the lock belongs to the old descriptor, so take it again.
-                let buffered = Glibc.open(path, (access == .readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC)
-                guard buffered >= 0 else { throw BDevError(Errno(rawValue: errno), "\(what): cannot reopen without O_DIRECT") }
+                // Closed first: an O_EXCL claim or a lock of the old descriptor would refuse
+                // the new one. The same flags, without O_DIRECT.
                 Glibc.close(fd)
-                fd = buffered
-                if access == .exclusive && DeviceFile.isRegularFile(fd) && (try? VolumeLock.tryExclusive(fd)) != true {
-                    throw BDevError(.resourceBusy, "\(what): in use (another process has it open read-write)")
-                }
+                fd = Glibc.open(path, flags & ~O_CREAT)
+                guard fd >= 0 else { throw BDevError(Errno(rawValue: errno), "\(what): cannot reopen without O_DIRECT") }
+                try lockIfExclusive(fd)
                 bufferedReason = "O_DIRECT unsupported on \(Self.filesystemName(fd))"
             }
         }

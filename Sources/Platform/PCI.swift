@@ -316,7 +316,7 @@ final class VFIOPCIDevice: UserPCIDevice {
         guard groupFD >= 0 else {
             throw PCIError(Errno(rawValue: errno), "\(what): cannot open /dev/vfio/\(group)"
                            + (errno == EBUSY ? " (another process drives this controller: "
-                              + (FileHolder.holders(of: "/dev/vfio/\(group)").map(\.description).joined(separator: ", ").nonEmpty ?? "unknown")
+                              + (FileHolder.describe(holdersOf: "/dev/vfio/\(group)") ?? "unknown")
                               + ")" : ""))
         }
         fds.append(groupFD)
@@ -429,9 +429,8 @@ final class UIOPCIDevice: UserPCIDevice {
         if (try? VolumeLock.tryExclusive(configFD)) != true {
             Glibc.close(configFD)
             munmap(p, Int(st.st_size))
-            let holders = FileHolder.holders(of: "\(address.sysfsPath)/config")
             throw PCIError(.resourceBusy, "\(what): another process drives this controller"
-                           + (holders.isEmpty ? "" : " (\(holders.map(\.description).joined(separator: ", ")))"))
+                           + (FileHolder.describe(holdersOf: "\(address.sysfsPath)/config").map { " (\($0))" } ?? ""))
         }
     }
 
@@ -477,9 +476,4 @@ final class UIOPCIDevice: UserPCIDevice {
     }
 
     deinit { close() }
-}
-
-extension String {
-    /// nil for "", else the string.
-    var nonEmpty: String? { isEmpty ? nil : self }
 }

@@ -56,6 +56,12 @@ public struct FileHolder: Sendable, Equatable, CustomStringConvertible {
         return found.sorted { $0.pid < $1.pid }
     }
 
+    /// "blobfs-fuse (pid 42), flock (pid 7)", or nil when no other process has `path` open.
+    public static func describe(holdersOf path: String) -> String? {
+        let h = holders(of: path)
+        return h.isEmpty ? nil : h.map(\.description).joined(separator: ", ")
+    }
+
     private static func commandName(_ pid: Int32) -> String {
         let fd = open("/proc/\(pid)/comm", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return "?" }

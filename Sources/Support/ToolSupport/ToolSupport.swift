@@ -149,8 +149,7 @@ public final class ToolRuntime: @unchecked Sendable {
         }
         var parts: [String] = []
         for p in paths {
-            let holders = FileHolder.holders(of: p)
-            if !holders.isEmpty { parts.append("by " + holders.map(\.description).joined(separator: ", ")) }
+            if let holders = FileHolder.describe(holdersOf: p) { parts.append("by " + holders) }
             let mounts = mountsOf(p)
             if !mounts.isEmpty { parts.append("mounted at " + mounts.joined(separator: ", ")) }
         }
@@ -184,7 +183,6 @@ public final class ToolRuntime: @unchecked Sendable {
         return Int(sb.effectiveIOUnitSize)
     }
 
-    /// The first `count` bytes of a file or device (nil when unreadable or shorter).
     /// A whole (regular) file, or nil if it cannot be read.
     public static func readFile(_ path: String) -> [UInt8]? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
@@ -202,6 +200,7 @@ public final class ToolRuntime: @unchecked Sendable {
         return buf
     }
 
+    /// The first `count` bytes of a file or device (nil when unreadable or shorter).
     public static func readHead(_ path: String, count: Int, offset: Int64 = 0) -> [UInt8]? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
