@@ -383,7 +383,7 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
         do {
             let blob = try await openBlob(node)
             let first = node.links.first?.name ?? (node === root ? Array(Self.rootName.dropFirst()) : Array("orphan".utf8))
-            try blob.setXattr(XattrName.spdkName, [UInt8(ascii: "/")] + first + [0])
+            try blob.setXattr(XattrName.spdkName, InodeRecordCodec.spdkName(leaf: first))
             try blob.setXattr(XattrName.spdkLength, u64LE(node.size))
             try blob.setXattr(XattrName.inode, node.attrs.encode())
             if node !== root { try blob.setXattr(XattrName.links, LinkCodec.encode(node.links)) }

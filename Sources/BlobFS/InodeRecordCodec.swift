@@ -109,6 +109,9 @@ public enum InodeRecordCodec {
     /// A leaf name the namespace accepts: 1–255 bytes, no "/" or NUL, not "." or "..".
     public static func isValidName(_ n: [UInt8]) -> Bool { FileSystem.validName(n) }
 
+    /// SPDK's `name` xattr for an inode whose first name is `leaf`: "/" + leaf + NUL.
+    public static func spdkName(leaf: [UInt8]) -> [UInt8] { [UInt8(ascii: "/")] + leaf + [0] }
+
     /// The leaf name SPDK's `name` xattr ("/" + name + NUL) gives a file: the NUL and the
     /// leading "/" dropped, any other "/" (a RocksDB-style path) turned into "_".
     public static func leafName(spdkName raw: [UInt8]) -> [UInt8] {

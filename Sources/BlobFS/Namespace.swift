@@ -95,7 +95,7 @@ extension FileSystem {
                                                 generation: nextVersion())
         let link = Link(parent: parent.ino, name: name, version: nextVersion())
         var x: [Xattr] = [
-            Xattr(name: XattrName.spdkName, value: [UInt8(ascii: "/")] + name + [0]),
+            Xattr(name: XattrName.spdkName, value: InodeRecordCodec.spdkName(leaf: name)),
             Xattr(name: XattrName.spdkLength, value: u64LE(UInt64(symlink?.count ?? 0))),
             Xattr(name: XattrName.inode, value: attrs.encode()),
             Xattr(name: XattrName.links, value: LinkCodec.encode([link])),
@@ -456,21 +456,13 @@ extension FileSystem {
         n.attrs.ctime = changes.ctime ?? now
         n.dirty = true
         do throws(FSError) {
-            if let v = aclChange {
-                // The ACL and the mode in one commit.
-                await n.lock.lock()
-                defer { n.lock.unlock() }
-                let b = try await openBlob(n)
-                do { try LongXattr.store(Self.accessACLName, v, in: b) } catch { throw mapError(error) }
-                try await persistLocked(n)
+            if let v = aclChange {   // the ACL and the mode in one commit
+                try await commitXattr(n, Self.accessACLName, v, previous: oldXattrs.first { $0.name == Self.accessACLName }?.value)
             } else {
                 try await persist(n)
             }
         } catch {
             // Not committed (ENOSPC: the inode's chain needs fresh pages): undone.
-            if aclChange != nil, let b = n.blob, let old = oldXattrs.first(where: { $0.name == Self.accessACLName }) {
-                try? LongXattr.store(Self.accessACLName, old.value, in: b)
-            }
             n.attrs = oldAttrs
             n.xattrs = oldXattrs
             n.dirty = wasDirty
@@ -547,18 +539,8 @@ extension FileSystem {
             n.xattrs.remove(at: i)
         }
         n.attrs.ctime = .now()
-        do throws(FSError) {
-            await n.lock.lock()
-            defer { n.lock.unlock() }
-            let b = try await openBlob(n)
-            // One descriptor, or chunks when it is longer (all replaced in this one persist).
-            do { try LongXattr.store(name, stored, in: b) } catch { throw mapError(error) }
-            try await persistLocked(n)
-        } catch {
-            // Not committed (ENOSPC: long values need fresh pages): all of it undone, so
-            // nothing is left to persist later.
+        do { try await commitXattr(n, name, stored, previous: old.first { $0.name == name }?.value) } catch {
             (n.xattrs, n.attrs) = (old, oldAttrs)
-            if let b = n.blob { try? LongXattr.store(name, old.first(where: { $0.name == name })?.value, in: b) }
             throw error
         }
     }
@@ -582,15 +564,26 @@ extension FileSystem {
         let (old, oldAttrs) = (n.xattrs, n.attrs)
         n.xattrs.remove(at: i)
         n.attrs.ctime = .now()
+        do { try await commitXattr(n, name, nil, previous: old[i].value) } catch {
+            (n.xattrs, n.attrs) = (old, oldAttrs)
+            throw error
+        }
+    }
+
+    /// Write xattr `name` (nil: remove it) into the inode's blob — one descriptor, or
+    /// chunks when it is long, all replaced together — and persist the inode with it: one
+    /// root-page commit. Not committed (ENOSPC: long values need fresh pages), the blob
+    /// gets `previous` back, so nothing is left to persist later; the caller restores its
+    /// in-memory inode.
+    func commitXattr(_ n: Inode, _ name: [UInt8], _ value: [UInt8]?, previous: [UInt8]?) async throws(FSError) {
+        await n.lock.lock()
+        defer { n.lock.unlock() }
         do throws(FSError) {
-            await n.lock.lock()
-            defer { n.lock.unlock() }
             let b = try await openBlob(n)
-            do { try LongXattr.store(name, nil, in: b) } catch { throw mapError(error) }
+            do { try LongXattr.store(name, value, in: b) } catch { throw mapError(error) }
             try await persistLocked(n)
         } catch {
-            (n.xattrs, n.attrs) = (old, oldAttrs)
-            if let b = n.blob { try? LongXattr.store(name, old[i].value, in: b) }
+            if let b = n.blob { try? LongXattr.store(name, previous, in: b) }
             throw error
         }
     }

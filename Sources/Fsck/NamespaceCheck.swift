@@ -85,7 +85,7 @@ extension FsckRun {
             // it (else the mount would take the difference for SPDK's rename).
             if let i = set.firstIndex(where: { $0.0 == L.linksXattr }), !set.contains(where: { $0.0 == L.nameXattr }),
                let first = L.decodeLinks(set[i].1)?.first {
-                set.append((L.nameXattr, [UInt8(ascii: "/")] + first.name + [0]))
+                set.append((L.nameXattr, L.spdkName(leaf: first.name)))
             }
             for (k, v) in set { e.set.removeAll { $0.0 == k }; e.set.append((k, v)) }
             e.remove += remove
@@ -327,11 +327,11 @@ extension FsckRun {
                 taken.insert(le64Bytes(onDisk.parent) + want)
                 n.links[i] = LinkEntry(parent: onDisk.parent, name: want, version: nextVersion)
                 nextVersion += 1
-                edit(n, set: [(L.linksXattr, L.encodeLinks(n.links)), (L.nameXattr, [UInt8(ascii: "/")] + n.links[0].name + [0])])
+                edit(n, set: [(L.linksXattr, L.encodeLinks(n.links))])   // `name` comes along
             } else {
                 add("ns.spdk.rename", what + ", but that name is \(L.isValidName(want) ? "taken" : "invalid")",
                     repair: "set its SPDK name back to /\(printable(n.links[0].name))", fix: .safe)
-                edit(n, set: [(L.nameXattr, [UInt8(ascii: "/")] + n.links[0].name + [0])])
+                edit(n, set: [(L.nameXattr, L.spdkName(leaf: n.links[0].name))])
             }
         }
         // Reachability from / through each inode's first name, as the mount judges it. The
@@ -443,7 +443,7 @@ extension FsckRun {
                 let first = isRoot(n) ? Array(L.rootSPDKName.dropFirst()) : n.links.first?.name ?? Array("orphan".utf8)
                 add("ns.spdk.name", "\(name(n)) has no name xattr; SPDK BlobFS refuses to load the volume",
                     repair: "set it to /\(printable(first))", fix: .safe)
-                edit(n, set: [(L.nameXattr, [UInt8(ascii: "/")] + first + [0])])
+                edit(n, set: [(L.nameXattr, L.spdkName(leaf: first))])
             }
         }
 
