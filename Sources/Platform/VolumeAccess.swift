@@ -5,13 +5,22 @@ import Glibc
 /// O_EXCL claim; both belong to the open file description, so they last exactly as long as
 /// the bdev keeps its descriptor open, and a killed process drops them with its files.
 public enum VolumeLock {
-    /// Take flock(LOCK_EX) without waiting. False when another open file description (in
-    /// this process or another) holds a lock on the file.
-    public static func tryExclusive(_ fd: Int32) throws(Errno) -> Bool {
+    /// Take flock(LOCK_EX), waiting at most `patience`. False when another open file
+    /// description (in this process or another) still holds a lock on the file by then.
+    ///
+    /// Why wait at all: a lock can be held for a moment by a process that has nothing to do
+    /// with the volume. fork() copies every descriptor, close-on-exec ones included, and
+    /// the copy keeps the open file description (and its flock) alive until the child's
+    /// exec closes it. A close and reopen of an image while another thread of the same
+    /// process spawns a child (tests do; so could an embedding program) would otherwise see
+    /// its own, just closed, descriptor as a second holder.
+    public static func tryExclusive(_ fd: Int32, patience: Duration = .milliseconds(500)) throws(Errno) -> Bool {
+        let deadline = ContinuousClock.now + patience
         while flock(fd, LOCK_EX | LOCK_NB) != 0 {
             if errno == EINTR { continue }
-            if errno == EWOULDBLOCK { return false }
-            throw Errno(rawValue: errno)
+            guard errno == EWOULDBLOCK else { throw Errno(rawValue: errno) }
+            if ContinuousClock.now >= deadline { return false }
+            usleep(2_000)
         }
         return true
     }
