@@ -300,14 +300,20 @@ extension Blob {
     }
 
     private func waitForAllocation(_ ci: Int) async {
-        await withUnsafeContinuation { (c: UnsafeContinuation<Void, Never>) in allocating[ci, default: []].append(c) }
+        // The condition is checked inside: the await may hop through the reactor's job
+        // queue before the body runs (see AsyncLock.lock).
+        await withUnsafeContinuation { (c: UnsafeContinuation<Void, Never>) in
+            if allocating[ci] == nil { c.resume() } else { allocating[ci]!.append(c) }
+        }
     }
 
     // MARK: Write ranges
 
     private func lockRange(_ r: Range<UInt64>) async -> Int {
         while writeRanges.contains(where: { $0.range.overlaps(r) }) {
-            await withUnsafeContinuation { (c: UnsafeContinuation<Void, Never>) in writeWaiters.append(c) }
+            await withUnsafeContinuation { (c: UnsafeContinuation<Void, Never>) in
+                if writeRanges.contains(where: { $0.range.overlaps(r) }) { writeWaiters.append(c) } else { c.resume() }
+            }
         }
         nextWriteToken += 1
         writeRanges.append((r, nextWriteToken))

@@ -6,7 +6,11 @@ public final class AsyncLock {
     public init() {}
     public func lock() async {
         if !held { held = true; return }
-        await withUnsafeContinuation { waiters.append($0) }
+        // Checked again inside: the await may hop through the executor's queue before the
+        // body runs, and the holder may unlock in between.
+        await withUnsafeContinuation { c in
+            if !held { held = true; c.resume() } else { waiters.append(c) }
+        }
     }
     public func unlock() {
         precondition(held, "unlock of an AsyncLock that is not held")
