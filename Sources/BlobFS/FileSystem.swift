@@ -15,7 +15,18 @@ public struct MountOptions: Sendable {
     /// default ACLs inherited on create. Off: they are EOPNOTSUPP, as on a filesystem
     /// mounted noacl. The FUSE front-end turns on the kernel's enforcement to match.
     public var posixACL = true
+    /// Size of the metadata journal a writable mount creates on a volume without one
+    /// (nil: 1/32 of the device, between 256 KiB and 64 MiB).
+    public var journalBytes: Int? = nil
+    /// Which journal batches the mount replays (the power-cut harness asks for committed
+    /// batches only, as after a reboot).
+    public var journalReplay: JournalReplayPolicy = .automatic
     public init() {}
+
+    /// The journal size for a device of `deviceBytes`.
+    public static func defaultJournalBytes(deviceBytes: UInt64) -> Int {
+        Int(min(64 << 20, max(256 << 10, deviceBytes / 32)))
+    }
 }
 
 /// What mounting found and did, for the mount tool's messages.
@@ -26,6 +37,9 @@ public struct MountReport: Sendable {
     public var directories = 0
     public var spdkFiles = 0
     public var warnings: [String] = []
+    /// Metadata journal batches replayed at mount, and uncommitted ones left out.
+    public var journalBatchesReplayed = 0
+    public var journalBatchesDiscarded = 0
 }
 
 /// BlobFS with a directory tree (docs/NAMESPACE.md): SPDK's flat list of files — one blob
@@ -51,6 +65,8 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
     let clusterSize: UInt64
 
     static let rootName = Array("/.blobfs-root".utf8)
+    /// What SPDK BlobFS lists the metadata journal as (an empty file).
+    static let journalName = Array("/.blobfs-journal".utf8)
     static let lostAndFound = Array("lost+found".utf8)
     public static let nameMax = 255
 
@@ -75,6 +91,7 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
         reactor.preconditionOnReactor("FileSystem.mount")
         var lo = BlobstoreLoadOptions()
         lo.readOnly = options.readOnly
+        lo.journalReplay = options.journalReplay
         let store: Blobstore
         do { store = try await Blobstore.load(bdev: bdev, reactor: reactor, options: lo) }
         catch { throw FSError(error.errno.rawValue, error.message) }
@@ -91,6 +108,17 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
         catch let e as FSError { throw e }
         catch let e as BlobstoreError { throw FSError(e.errno.rawValue, e.message) }
         catch { throw FSError(EIO, "\(error)") }
+        // A writable mount of a volume without a journal (made by SPDK, or before the
+        // journal existed) gives it one; a read-only mount changes nothing.
+        if !store.readOnly && !store.isJournaled {
+            let bytes = options.journalBytes ?? MountOptions.defaultJournalBytes(deviceBytes: bdev.byteCount)
+            do {
+                try await store.createJournal(bytes: bytes, xattrs: [Xattr(name: XattrName.spdkName, value: Self.journalName + [0]),
+                                                                     Xattr(name: XattrName.spdkLength, value: u64LE(0))])
+            } catch { throw FSError(error.errno.rawValue, "cannot create the metadata journal: \(error.message)") }
+        }
+        fs.report.journalBatchesReplayed = store.loadReport.journalBatchesReplayed
+        fs.report.journalBatchesDiscarded = store.loadReport.journalBatchesDiscarded
         fs.startCommitTimer()
         return fs
     }
@@ -134,6 +162,7 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
             }
             let x = Dictionary(values.map { (String(decoding: $0.name, as: UTF8.self), $0.value) }, uniquingKeysWith: { a, _ in a })
             if x[XattrName.spdkDeleted] != nil { toDelete.append(info.id); return }
+            if x[JournalFormat.markerXattrName] != nil { return }   // the metadata journal
             let ino = info.id.rawValue
             let length = x[XattrName.spdkLength].map(leU64) ?? 0
             let capacity = info.numClusters * clusterSize
@@ -433,6 +462,11 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
     func flush() async throws(FSError) {
         do { try await store.flush() } catch { throw mapError(error) }
     }
+    /// A flush that only orders one write before the next. With the journal, its order
+    /// already does that (a crash keeps a prefix of it), so no flush is needed.
+    func orderingFlush() async throws(FSError) {
+        if !store.isJournaled { try await flush() }
+    }
 
     /// Drop a RENAME_EXCHANGE intent from the inode's blob (one root-page write).
     func clearIntent(_ n: Inode) async throws(FSError) {
@@ -452,7 +486,13 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
         commitTimer = reactor.schedule(afterNanoseconds: UInt64(options.commitInterval * 1e9)) { [weak self] in
             guard let self, !self.unmounting else { return }
             Task(executorPreference: self.reactor) {
-                try? await self.commitAll(flush: true)
+                // With the journal: commit, and write the committed pages in place.
+                if self.store.isJournaled {
+                    try? await self.commitAll(flush: false)
+                    try? await self.store.checkpoint()
+                } else {
+                    try? await self.commitAll(flush: true)
+                }
                 if !self.unmounting { self.startCommitTimer() }
             }
         }

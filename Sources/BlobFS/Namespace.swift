@@ -312,7 +312,7 @@ extension FileSystem {
         sp.departedMark = store.writeMark
         sp.renamedAwayMark = store.writeMark
         if let dst = target {
-            try await flush()
+            try await orderingFlush()
             let before = dst.links
             dst.links.removeAll { $0.parent == dp.ino && $0.name == newName }
             dst.attrs.ctime = now
@@ -393,9 +393,9 @@ extension FileSystem {
             insertEntry(parent: bp, name: bn, child: b)
             throw error
         }
-        try await flush()
+        try await orderingFlush()
         try await persist(b)
-        try await flush()
+        try await orderingFlush()
         try await clearIntent(a)
     }
 

@@ -324,12 +324,19 @@ public final class Blob: @unchecked Sendable {
             if publishesNewData { try await store.barrier() }
             var writes = epWrites
             for k in 1..<max(1, chainBytes.count) { writes.append((newChain[k], chainBytes[k])) }
-            if !writes.isEmpty {
-                try await writePages(writes)
-                if chainChanged { try await store.flush() }
-            }
-            if chainChanged {
-                try await writePages([(newChain[0], chainBytes[0])])
+            if store.isJournaled {
+                // One journal batch: extent pages, continuation pages and root together,
+                // applied whole by replay, so nothing needs ordering among them.
+                if chainChanged { writes.append((newChain[0], chainBytes[0])) }
+                if !writes.isEmpty { try await store.writeMetadata(writes) }
+            } else {
+                if !writes.isEmpty {
+                    try await store.writeMetadata(writes)
+                    if chainChanged { try await store.flush() }
+                }
+                if chainChanged {
+                    try await store.writeMetadata([(newChain[0], chainBytes[0])])
+                }
             }
         } catch {
             addedMappings = addedMappings || publishesNewData
@@ -355,21 +362,6 @@ public final class Blob: @unchecked Sendable {
         persistedClusters = snapClusters
         persistedExtentPages = snapExtentPages
         try await store.freeClusters(freeClusters)
-    }
-
-    private func writePages(_ writes: [(UInt32, [UInt8])]) async throws(BlobstoreError) {
-        let ps = store.pageSize
-        let bufs = writes.map { w -> AlignedBuffer in
-            let b = store.bdev.allocateBuffer(byteCount: ps)
-            b.zero()
-            w.1.withUnsafeBytes { b.bytes.copyMemory(from: $0) }
-            return b
-        }
-        let reqs = zip(writes, bufs).map { w, b in BDevRequest.write(offsetBlocks: store.io.block(ofPage: w.0), buffers: [b.bytes]) }
-        let results = await performAll(store.bdev, reqs)
-        withExtendedLifetime(bufs) {}  // the requests hold raw pointers into these
-        store.writesSinceFlush = true
-        for r in results { if case .failure(let e) = r { throw BlobstoreError(e) } }
     }
 
     /// Make the next commit flush first (as for new mappings): data written since the last

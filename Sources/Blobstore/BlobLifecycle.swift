@@ -158,7 +158,12 @@ extension Blobstore {
 
     /// Read and parse a blob's chain (root first), checking CRCs, ids and sequence numbers.
     public func readBlobInfo(_ id: BlobID) async throws(BlobstoreError) -> BlobInfo {
-        guard id.rawValue >> 32 == 1, id.pageIndex < superBlock.mdLen else { throw .notFound("blob \(id) does not exist") }
+        try await Self.readBlobInfo(id, io: io, maxClusters: maxBlobClusters)
+    }
+
+    /// `readBlobInfo` over any metadata region (tools that do not load the store).
+    public static func readBlobInfo(_ id: BlobID, io: MetadataIO, maxClusters: UInt64 = 1 << 28) async throws(BlobstoreError) -> BlobInfo {
+        guard id.rawValue >> 32 == 1, id.pageIndex < io.mdLen else { throw .notFound("blob \(id) does not exist") }
         var pages: [[Descriptor]] = []
         var chain: [UInt32] = []
         var cur = id.pageIndex
@@ -169,16 +174,16 @@ extension Blobstore {
             chain.append(cur)
             do { pages.append(try p.descriptors()) } catch { throw BlobstoreError(error, "blob \(id): metadata page \(cur)") }
             if p.next == FormatConstants.noPage { break }
-            guard p.next < superBlock.mdLen, !chain.contains(p.next) else {
+            guard p.next < io.mdLen, !chain.contains(p.next) else {
                 throw .corrupt("blob \(id): metadata page \(cur) links to page \(p.next), which loops or is outside the metadata region")
             }
             cur = p.next
         }
-        do { return BlobInfo(id: id, metadata: try ChainCodec.parse(pages, maxClusters: maxBlobClusters), chainPages: chain) }
+        do { return BlobInfo(id: id, metadata: try ChainCodec.parse(pages, maxClusters: maxClusters), chainPages: chain) }
         catch { throw BlobstoreError(error, "blob \(id)") }
     }
 
-    private func check(_ p: MetadataPage, id: BlobID, index: UInt32, sequence: Int) throws(BlobstoreError) {
+    private static func check(_ p: MetadataPage, id: BlobID, index: UInt32, sequence: Int) throws(BlobstoreError) {
         guard p.crcValid else {
             throw .corrupt("blob \(id): metadata page \(index) fails its CRC (stored \(hex(p.storedCRC)))")
         }
@@ -209,7 +214,7 @@ extension Blobstore {
                 do throws(BlobstoreError) {
                     let info: BlobInfo
                     if root.next == FormatConstants.noPage {
-                        try check(root, id: id, index: id.pageIndex, sequence: 0)
+                        try Self.check(root, id: id, index: id.pageIndex, sequence: 0)
                         let descs: [Descriptor]
                         do { descs = try root.descriptors() } catch { throw BlobstoreError(error, "blob \(id): root page") }
                         do { info = BlobInfo(id: id, metadata: try ChainCodec.parse([descs], maxClusters: maxBlobClusters), chainPages: [id.pageIndex]) }
@@ -241,7 +246,10 @@ extension Blobstore {
         if openBlobs[id] != nil { throw .busy("blob \(id) is open") }
         try await markDirty()
         usedBlobIDs[Int(id.pageIndex)] = false
-        do { try await io.zeroPage(id.pageIndex) } catch {
+        do {
+            if isJournaled { try await writeMetadata([(id.pageIndex, [UInt8](repeating: 0, count: FormatConstants.structPageSize))]) }
+            else { try await io.zeroPage(id.pageIndex) }
+        } catch {
             usedBlobIDs[Int(id.pageIndex)] = true
             throw error
         }

@@ -27,6 +27,11 @@ public struct BlobstoreLoadOptions: Sendable {
     /// Never write to the device (no recovery mask write-back, no dirty marking):
     /// for checkers and inspection. Mutating operations then fail with EROFS.
     public var readOnly = false
+    /// Which journal batches a load applies (see `JournalReplayPolicy`).
+    public var journalReplay: JournalReplayPolicy = .automatic
+    /// The most metadata pages the journal keeps only in memory and in the ring before a
+    /// log waits for a checkpoint (4 KiB each).
+    public var maxDirtyMetadataPages = 16384
     public init() {}
 }
 
@@ -36,6 +41,10 @@ public struct LoadReport: Sendable {
     public var recovered: Bool
     /// Problems recovery tolerated (cross-linked clusters, broken chains, …).
     public var warnings: [String] = []
+    /// Journal batches the load applied, and uncommitted ones it left out (after a power
+    /// cut, batches no flush had committed).
+    public var journalBatchesReplayed = 0
+    public var journalBatchesDiscarded = 0
 }
 
 /// An SPDK-compatible blobstore on one block device (format: ../shared/docs/blobstore-format.md).
@@ -59,7 +68,7 @@ public final class Blobstore: @unchecked Sendable {
     public let totalClusters: Int
     public let metadataClusters: Int
     public let readOnly: Bool
-    public private(set) var loadReport = LoadReport(wasClean: true, recovered: false)
+    public internal(set) var loadReport = LoadReport(wasClean: true, recovered: false)
 
     let io: MetadataIO
     var usedPages: BitArray
@@ -79,6 +88,12 @@ public final class Blobstore: @unchecked Sendable {
     var pageHint = 0
     var clusterHint = 0
     let clearMethod: ClearMethod = .unmap
+    /// The metadata journal, once attached (a writable load of a volume that has one, or
+    /// `createJournal`). Without it every metadata change is written in place, ordered by
+    /// flushes, as SPDK does.
+    var journal: MetadataJournal?
+    public var isJournaled: Bool { journal != nil }
+    var maxDirtyMetadataPages = 16384
 
     public var blockSize: Int { bdev.blockSize }
     public var ioUnitSize: Int { Int(superBlock.effectiveIOUnitSize) }
@@ -212,8 +227,10 @@ public final class Blobstore: @unchecked Sendable {
         do { try sb.validate(expectedBSType: options.bstype, deviceBytes: bdev.byteCount) }
         catch { throw BlobstoreError(error, "\(bdev.name): super block") }
         let store = try Blobstore(bdev: bdev, reactor: reactor, superBlock: sb, readOnly: options.readOnly)
+        store.maxDirtyMetadataPages = options.maxDirtyMetadataPages
         let masksValid = sb.isClean && sb.usedBlobIDMaskLen != 0 && !options.forceRecovery
         store.loadReport = LoadReport(wasClean: sb.isClean, recovered: !masksValid)
+        try await store.replayJournal(options)
         if masksValid {
             try await store.readMasks()
         } else {
@@ -443,6 +460,10 @@ public final class Blobstore: @unchecked Sendable {
     /// Released clusters are discarded (unmapped) only now, after the flush that made the
     /// write releasing them durable: a discard that reached the device while that write
     /// could still be lost would zero a file a crash brings back.
+    ///
+    /// With the journal, a flush is a journal commit: every batch logged before it is
+    /// committed (its blocks and the data they expose durable, and a commit mark saying
+    /// so), which is also what ends the quarantine of what those batches released.
     public func flush() async throws(BlobstoreError) {
         reactor.assertOnReactor()
         writesSinceFlush = false
@@ -450,10 +471,14 @@ public final class Blobstore: @unchecked Sendable {
         quarantinedPages.removeAll(); quarantinedClusters.removeAll()
         flushesStarted += 1
         let seq = flushesStarted
-        do { try await bdev.flush() } catch {
+        do throws(BlobstoreError) {
+            if let j = journal { try await j.commit() } else {
+                do { try await bdev.flush() } catch { throw BlobstoreError(error) }
+            }
+        } catch {
             writesSinceFlush = true
             quarantinedPages += pages; quarantinedClusters += clusters
-            throw BlobstoreError(error)
+            throw error
         }
         durableFlushes = max(durableFlushes, seq)
         for p in pages { usedPages[Int(p)] = false; pageHint = min(pageHint, Int(p)) }
@@ -469,12 +494,16 @@ public final class Blobstore: @unchecked Sendable {
     public private(set) var flushesStarted: UInt64 = 0
     public private(set) var durableFlushes: UInt64 = 0
     /// A mark for a write that has just completed; see `isDurable`.
+    /// With the journal every change is ordered by its place in the journal (a crash keeps
+    /// a prefix), so nothing waits for a flush to order it: every mark counts as durable.
     public var writeMark: UInt64 { flushesStarted }
-    public func isDurable(_ mark: UInt64?) -> Bool { mark.map { durableFlushes > $0 } ?? true }
+    public func isDurable(_ mark: UInt64?) -> Bool { journal != nil || (mark.map { durableFlushes > $0 } ?? true) }
 
-    /// Flush only if something was written since the last flush (ordering barrier).
+    /// Flush only if something was written since the last flush (ordering barrier). Not
+    /// needed with the journal: a batch that exposes data is applied after a power cut only
+    /// once committed, and a commit flushes after that data's writes completed.
     func barrier() async throws(BlobstoreError) {
-        if writesSinceFlush { try await flush() }
+        if journal == nil && writesSinceFlush { try await flush() }
     }
 
     /// Set the application's super blob (§8.11): read-modify-write of the super block.
@@ -510,6 +539,8 @@ public final class Blobstore: @unchecked Sendable {
         }
         if readOnly { return }
         try await flush() // also ends the quarantine, so the masks show released space free
+        // Every page in place and an empty journal: a clean store is a plain SPDK store.
+        if let j = journal { try await j.finish() }
         await superLock.lock()
         defer { superLock.unlock() }
         var sb = try await Self.readSuper(bdev)

@@ -21,4 +21,5 @@ public struct BlobstoreError: Error, CustomStringConvertible, Equatable {
         self.init(Errno(rawValue: e.errnoValue), "\(context): \(e)")
     }
     init(_ e: BDevError) { self.init(e.errno, e.description) }
+    init(_ e: BDevError, _ context: String) { self.init(e.errno, "\(context): \(e.description)") }
 }

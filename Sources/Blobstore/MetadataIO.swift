@@ -14,10 +14,13 @@ public struct MetadataIO {
     /// First metadata page, counted in md pages from device byte 0.
     let mdStart: UInt64
     let mdLen: UInt32
+    /// Page images newer than the metadata region (the journal's, not yet checkpointed):
+    /// every read below returns them instead of what is in place.
+    public let overlay: PageOverlay
 
     /// `pageSize` must be a multiple of the device block size.
-    public init(bdev: any BlockDevice, pageSize: Int, mdStart: UInt64, mdLen: UInt32) {
-        self.bdev = bdev; self.pageSize = pageSize; self.mdStart = mdStart; self.mdLen = mdLen
+    public init(bdev: any BlockDevice, pageSize: Int, mdStart: UInt64, mdLen: UInt32, overlay: PageOverlay = PageOverlay()) {
+        self.bdev = bdev; self.pageSize = pageSize; self.mdStart = mdStart; self.mdLen = mdLen; self.overlay = overlay
     }
 
     /// Largest single read when coalescing pages.
@@ -31,6 +34,7 @@ public struct MetadataIO {
     /// Read one metadata page (the full slot; callers use the first 4096 bytes).
     func readPage(_ index: UInt32) async throws(BlobstoreError) -> [UInt8] {
         guard index < mdLen else { throw .corrupt("metadata page \(index) is beyond the metadata region (\(mdLen) pages)") }
+        if let image = overlay.image(index) { return image + [UInt8](repeating: 0, count: pageSize - image.count) }
         let buf = bdev.allocateBuffer(byteCount: pageSize)
         do { try await bdev.read(offsetBlocks: block(ofPage: index), into: buf) }
         catch { throw BlobstoreError(error) }
@@ -117,6 +121,13 @@ public struct MetadataIO {
             withExtendedLifetime(buffers) {}   // the requests hold raw pointers into them
             for (k, (run, buf)) in zip(window, buffers).enumerated() {
                 if case .failure(let e) = results[k] { throw readFailed(run.first, e) }
+                if overlay.count > 0 {
+                    for p in run.first...run.last {
+                        guard let image = overlay.image(p) else { continue }
+                        let off = Int(p - run.first) * pageSize
+                        image.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: buf.bytes[off...]).copyMemory(from: $0) }
+                    }
+                }
                 try body(w + k, run, UnsafeRawBufferPointer(buf.bytes))
             }
             w += window.count

@@ -53,6 +53,14 @@ public enum Op: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// The class the sweep's table counts by.
+    /// fsync, fsyncdir and sync commit the journal: everything before them is durable.
+    public var isDurabilityPoint: Bool {
+        switch self {
+        case .fsync, .fsyncdir, .sync: return true
+        default: return false
+        }
+    }
+
     public var kind: String {
         switch self {
         case .creat: return "creat"

@@ -1,4 +1,5 @@
 import Glibc
+import Blobstore
 
 /// fsck(8) exit codes. They are OR-ed: errors corrected and errors left give 5.
 public enum FsckExit {
@@ -32,6 +33,9 @@ public struct FsckOptions: Sendable {
     public var isCancelled: @Sendable () -> Bool = { false }
     /// `.repairAll` after asking: shown the findings, returns whether to repair. nil = do not ask.
     public var confirm: (@Sendable ([Finding]) -> Bool)? = nil
+    /// Which metadata-journal batches count (as the next mount would replay them): by the
+    /// boot id, or committed ones only (the power-cut harness's crash states).
+    public var journalReplay: JournalReplayPolicy = .automatic
     public init(mode: FsckMode = .check, force: Bool = false) {
         self.mode = mode
         self.force = force
@@ -77,6 +81,8 @@ public struct Finding: Sendable, CustomStringConvertible {
 /// Counts for the summary line (e2fsck's "files, blocks").
 public struct FsckSummary: Sendable, Equatable {
     public var blobs = 0
+    /// Blocks in the metadata journal's ring (0: no journal).
+    public var journalBlocks = 0
     public var files = 0
     public var directories = 0
     public var symlinks = 0

@@ -62,6 +62,9 @@ final class FsckRun: @unchecked Sendable {
     var deletes: [UInt64] = []
     var nsNodes: [UInt64: NSNode] = [:]
     var nsRoot: UInt64?
+    /// Page images of the metadata journal's batches (check mode reads the volume as the
+    /// next mount will see it after replay).
+    let journalOverlay = PageOverlay()
 
     /// The largest blob the engine opens (Blobstore.maxBlobClusters: its cluster map is in
     /// memory, a u32 per cluster); fsck cuts larger ones to what is allocated.
@@ -92,6 +95,7 @@ final class FsckRun: @unchecked Sendable {
             superA = sa
             geo = Geometry(sa.sb, deviceBytes: dev.byteCount, blockSize: dev.blockSize)
             try await readDiskMasks()
+            try await readJournal()
             fillGeometrySummary()
             if sa.sb.isClean && !options.force && findings.isEmpty && !sa.needsRewrite {
                 quickSummary()

@@ -104,6 +104,7 @@ public final class VolumeInspector: @unchecked Sendable {
 
     private func kind(_ m: BlobModel) -> String {
         if m.id == r.nsRoot { return "directory" }
+        if m.xattr(bytes: Array(JournalFormat.markerXattrName.utf8)) != nil { return "journal" }
         guard let n = r.nsNodes[m.id], let a = n.attrs else { return r.isBlobFS ? "unknown" : "blob" }
         if n.deleted { return "deleted" }
         switch a.fileType {

@@ -106,6 +106,12 @@ extension FsckRun {
             let (values, problems) = L.assembleXattrs(b.xattrs)
             n.values = values
             n.symlink = values.first { $0.name == XN.symlinkXattr }?.value
+            // The metadata journal is the store's, not a file (fsck reads volumes through it:
+            // JournalCheck.swift).
+            if b.xattr(bytes: Array(JournalFormat.markerXattrName.utf8)) != nil {
+                n.gone = true
+                continue
+            }
             if b.xattr(bytes: XN.deletedXattr) != nil {
                 n.deleted = true
                 n.gone = true

@@ -181,7 +181,7 @@ extension FsckRun {
     /// The metadata region, read with the engine's batched reads (neighbouring pages
     /// coalesced into large requests, several in flight).
     var metadata: MetadataIO {
-        MetadataIO(bdev: dev.bdev, pageSize: geo.pageSize, mdStart: geo.mdStart, mdLen: UInt32(geo.mdLen))
+        MetadataIO(bdev: dev.bdev, pageSize: geo.pageSize, mdStart: geo.mdStart, mdLen: UInt32(geo.mdLen), overlay: journalOverlay)
     }
 
     /// A failed read of the metadata run starting at page `first`.

@@ -82,7 +82,9 @@ import TestSupport
         let ls = try Self.run(["blobfs-inspect", "ls", "--json", img])
         #expect(ls.0 == 0)
         let list = JSON.parse(ls.1)?.arrayValue ?? []
-        #expect(list.count == 10, "\(ls.1)")
+        // Nine inodes of StdVolume, its root, and the metadata journal.
+        #expect(list.count == 11, "\(ls.1)")
+        #expect(list.filter { $0["type"]?.stringValue == "journal" }.count == 1, "\(ls.1)")
         let hard = list.first { $0["paths"]?.arrayValue?.compactMap(\.stringValue) == ["/a.txt", "/dir/hard"] }
         #expect(hard?["type"]?.stringValue == "file" && hard?["size"]?.uintValue == 100)
         let blob = try Self.run(["blobfs-inspect", "blob", "--json", img, "/spdk.dat"])
@@ -90,7 +92,7 @@ import TestSupport
         #expect(j?["mode"]?.stringValue == "extent-table" && j?["type"]?.stringValue == "spdk-file", "\(blob.1)")
         let sup = JSON.parse(try Self.run(["blobfs-inspect", "super", "--json", img]).1)
         #expect(sup?["bstype"]?.stringValue == "BLOBFS" && sup?["crc_valid"] == .bool(true))
-        #expect(JSON.parse(try Self.run(["blobfs-inspect", "masks", "--json", img]).1)?["used_blob_ids"]?["on_disk"]?.uintValue == 10)
+        #expect(JSON.parse(try Self.run(["blobfs-inspect", "masks", "--json", img]).1)?["used_blob_ids"]?["on_disk"]?.uintValue == 11)
         // The SPDK file's extent page follows the root directory's and its own root page.
         #expect(try (0..<4).contains { n in
             JSON.parse(try Self.run(["blobfs-inspect", "page", "--json", img, "\(n)"]).1)?["role"]?.stringValue?.hasPrefix("extent page of blob") == true

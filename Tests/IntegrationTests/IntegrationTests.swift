@@ -235,6 +235,51 @@ import TestSupport
         #expect(check.status == 0, "\(check.output)")
     }
 
+    /// The daemon killed mid-untar: every file tar finished (every operation replied to)
+    /// is there after the remount, whole, with its mode and mtime, though nothing was
+    /// flushed (commit=0): the journal batches were submitted before the replies, and the
+    /// kernel completes a dead process's submitted writes. (DURABILITY.md, "Daemon kill".)
+    @Test func kill9DuringUntarKeepsEveryFinishedFile() throws {
+        let dir = try TemporaryDirectory(prefix: "blobfs-untar-kill")
+        let img = try makeImage(dir, size: "512M")
+        let tarball = dir.path + "/src.tar"
+        #expect(try sh("tar -C /usr/include -cf \(tarball) .").status == 0)
+        let m = try Mount([img], options: ["-o", "commit=0"], dir: dir)
+        let mp = m.mountpoint
+        let list = dir.path + "/list"
+        // tar -v names each member as it starts it: every name but the last was finished.
+        let tar = try Child(["/bin/sh", "-c", "exec stdbuf -oL tar --no-same-owner -xvf \(tarball) -C \(mp) > \(list) 2>/dev/null"], outputPath: dir.path + "/tar.log")
+        let deadline = Date().addingTimeInterval(30)
+        func listed() -> [String] {
+            ((try? String(contentsOfFile: list, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+        }
+        while listed().count < 1500 && tar.isRunning && Date() < deadline { usleep(5_000) }
+        // Read the list before the kill: after it, tar goes on naming members it fails to create.
+        let names = listed()
+        m.crash()
+        _ = tar.wait()
+        #expect(names.count >= 100, "tar extracted only \(names.count) members before the kill")
+        let finished = names.dropLast()
+        let m2 = try Mount([img], dir: dir)
+        #expect(m2.logText.contains("not unmounted cleanly"), "\(m2.logText)")
+        var checked = 0, bad: [String] = []
+        for name in finished {
+            let src = "/usr/include/" + name, dst = mp + "/" + name
+            var a = stat(), b = stat()
+            guard lstat(src, &a) == 0, a.st_mode & S_IFMT == S_IFREG else { continue }
+            guard lstat(dst, &b) == 0 else { bad.append("\(name): missing"); continue }
+            if readFile(src) != readFile(dst) { bad.append("\(name): content differs"); continue }
+            if a.st_mode != b.st_mode { bad.append("\(name): mode \(String(b.st_mode, radix: 8)) not \(String(a.st_mode, radix: 8))") }
+            if a.st_mtim.tv_sec != b.st_mtim.tv_sec { bad.append("\(name): mtime \(b.st_mtim.tv_sec) not \(a.st_mtim.tv_sec)") }
+            checked += 1
+        }
+        #expect(bad.isEmpty, "\(bad.count) of \(checked + bad.count) finished files wrong after kill -9: \(bad.prefix(10))")
+        #expect(checked > 50)
+        #expect(m2.stop() == 0)
+        let fsck = try run([Tools.fsck, "-n", "-f", img])
+        #expect(fsck.status == 0, "\(fsck.output)")
+    }
+
     @Test func signalsUnmountCleanly() throws {
         for sig in [SIGTERM, SIGINT] {
             let dir = try TemporaryDirectory(prefix: "blobfs-sig")

@@ -246,6 +246,11 @@ struct BlobFSFuse: ParsableCommand {
         if fs.report.recovered {
             notes.append((.warning, "\(selection) was not unmounted cleanly; recovered its allocation state from metadata"))
         }
+        if fs.report.journalBatchesReplayed > 0 || fs.report.journalBatchesDiscarded > 0 {
+            let left = fs.report.journalBatchesDiscarded
+            notes.append((.notice, "replayed \(fs.report.journalBatchesReplayed) metadata journal batch(es)"
+                          + (left > 0 ? "; left out \(left) uncommitted one(s) (written before a reboot or power cut)" : "")))
+        }
         notes += fs.report.warnings.map { (.warning, $0) }
 
         var fo = FUSEMountOptions()
