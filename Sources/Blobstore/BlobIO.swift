@@ -127,13 +127,16 @@ extension Blob {
         defer { unlockRange(token) }
 
         let segs = segments(offset: offset, length: data.count)
+        // Clusters this write allocated and zero-filled: its partial blocks there read as
+        // zeros (nothing else writes them: the range lock), so they need no read.
+        var zeroFilled: Set<Int> = []
         for seg in segs where clusters[seg.clusterIndex] == 0 {
-            try await allocateCluster(seg.clusterIndex, coveredBy: seg)
+            if try await allocateCluster(seg.clusterIndex, coveredBy: seg) { zeroFilled.insert(seg.clusterIndex) }
         }
         var requests: [BDevRequest] = []
         var direct: [(UInt64, UnsafeMutableRawBufferPointer)] = []
         var keep: [AlignedBuffer] = []
-        // Partial edge blocks: read them first, then patch.
+        // Partial edge blocks: read them first, then patch (zeros, in a fresh cluster).
         var rmw: [(AlignedBuffer, devStart: UInt64, skip: Int, src: UnsafeRawBufferPointer)] = []
         for seg in segs {
             let src = UnsafeRawBufferPointer(rebasing: data[seg.bufferOffset..<seg.bufferOffset + seg.length])
@@ -145,6 +148,13 @@ extension Blob {
             let start = dev / bs * bs
             let end = (dev + UInt64(seg.length) + bs - 1) / bs * bs
             let b = store.bdev.allocateBuffer(byteCount: Int(end - start))
+            if zeroFilled.contains(seg.clusterIndex) {
+                b.zero()
+                UnsafeMutableRawBufferPointer(rebasing: b.bytes[Int(dev - start)..<Int(dev - start) + src.count]).copyMemory(from: src)
+                requests.append(.write(offsetBlocks: start / bs, buffers: [b.bytes]))
+                keep.append(b)
+                continue
+            }
             rmw.append((b, start, Int(dev - start), src))
         }
         if !rmw.isEmpty {
@@ -245,9 +255,11 @@ extension Blob {
     /// Give blob cluster `ci` a device cluster: claim the lowest free one, fill what the
     /// coming write does not cover (from the parent snapshot, else zeros), then map it in
     /// memory. The mapping reaches disk at the next persist (after a flush), never before
-    /// the data it exposes.
-    private func allocateCluster(_ ci: Int, coveredBy seg: Segment) async throws(BlobstoreError) {
-        if allocating[ci] != nil { await waitForAllocation(ci); if clusters[ci] != 0 { return } }
+    /// the data it exposes. Returns true when it zero-filled the cluster (no parent): every
+    /// block the write does not fully cover then reads as zeros.
+    @discardableResult
+    private func allocateCluster(_ ci: Int, coveredBy seg: Segment) async throws(BlobstoreError) -> Bool {
+        if allocating[ci] != nil { await waitForAllocation(ci); if clusters[ci] != 0 { return false } }
         try checkMetadataWritable()
         allocating[ci] = []
         defer {
@@ -297,6 +309,7 @@ extension Blob {
         } else {
             chainGeneration &+= 1
         }
+        return parent == nil
     }
 
     private func waitForAllocation(_ ci: Int) async {
