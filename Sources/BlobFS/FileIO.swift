@@ -139,8 +139,11 @@ extension FileSystem {
         var zeros: [Range<UInt64>] = []
         func stale(_ r: Range<UInt64>) {       // r minus the part the write covers
             let lo = r.lowerBound, hi = r.upperBound
+            // Nothing written (a truncate up): all of r, past the new end too, since the
+            // end is then recorded as zero onwards (`zeroFrom`).
+            guard off < end else { if !r.isEmpty { zeros.append(r) }; return }
             if lo < min(hi, off) { zeros.append(lo..<min(hi, off)) }
-            if max(lo, end) < hi && off < end { zeros.append(max(lo, end)..<hi) }
+            if max(lo, end) < hi { zeros.append(max(lo, end)..<hi) }
         }
         let staleTail = s < tailEnd && b.deviceCluster(Int(s / cs)) != 0
         if staleTail { stale(s..<tailEnd) }
@@ -151,8 +154,9 @@ extension FileSystem {
         while c < b.numClusters {
             if b.deviceCluster(Int(c)) != 0 {
                 mappedBeyond = true
-                let r = (c * cs)..<min((c + 1) * cs, max(off, end))
-                if !r.isEmpty { stale(r) }
+                // Up to the new end only (a cluster wholly past it stays as it is).
+                let hi = min((c + 1) * cs, max(off, end))
+                if c * cs < hi { stale((c * cs)..<hi) }
             }
             c += 1
         }
