@@ -65,7 +65,8 @@ extension FileSystem {
 
     public func allocateWriteBuffer(byteCount: Int) -> AlignedBuffer { store.bdev.allocateBuffer(byteCount: byteCount) }
 
-    public func write(_ ino: InodeNumber, handle: UInt64, offset: UInt64, data: AlignedBuffer, count: Int) async throws(FSError) -> Int {
+    public func write(_ ino: InodeNumber, handle: UInt64, offset: UInt64, data: AlignedBuffer, count: Int,
+                      touchTimes: Bool) async throws(FSError) -> Int {
         let (n, h) = try fileHandle(handle, ino)
         try writable()
         if h.flags & O_ACCMODE == O_RDONLY { throw FSError(EBADF) }
@@ -78,8 +79,10 @@ extension FileSystem {
         do { try await b.write(at: off, from: UnsafeRawBufferPointer(data.slice(0, count))) } catch { throw mapError(error) }
         withExtendedLifetime(data) {}
         if off + UInt64(count) > n.size { n.size = off + UInt64(count) }
-        let now = Timestamp.now()
-        n.attrs.mtime = now; n.attrs.ctime = now
+        if touchTimes {
+            let now = Timestamp.now()
+            n.attrs.mtime = now; n.attrs.ctime = now
+        }
         // Writing clears set-user-ID (and set-group-ID when group-executable), as POSIX asks.
         if n.attrs.mode & UInt32(S_ISUID | S_ISGID) != 0 { n.attrs.mode &= ~UInt32(S_ISUID); if n.attrs.mode & UInt32(S_IXGRP) != 0 { n.attrs.mode &= ~UInt32(S_ISGID) } }
         n.allocatedClusters = UInt64(b.allocatedClusterCount)
