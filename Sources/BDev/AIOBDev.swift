@@ -18,7 +18,9 @@ import Reactor
 /// calls, which can take milliseconds (a journal commit, a device discard). They run on one
 /// worker thread (`ClearWorker`, started at the first one) fed in FIFO order, at most
 /// `clearQueueDepth` at a time (more wait in a backlog here); the worker signals the same
-/// eventfd, and their completions are delivered from `poll()` like every other. A flush
+/// eventfd, and their completions are delivered from `poll()` like every other. A
+/// write-zeroes of at most `zeroWriteLimit` bytes is written from a zero buffer through AIO
+/// instead (the hand-off to a thread and back costs more than the zeros). A flush
 /// covers every one whose completion was delivered before it was submitted (the call had
 /// returned by then); like any in-flight request, one still running is not ordered against
 /// later requests (the blobstore awaits each before writing over or reusing its range).
@@ -88,6 +90,10 @@ public final class AIOBDev: BlockDevice, @unchecked Sendable {
     private var zeroRangeUnsupported = false
     /// Clears handed to the worker at a time.
     public static let clearQueueDepth = 32
+    /// Write-zeroes up to this size are AIO writes of a zero buffer instead: as cheap as a
+    /// ZERO_RANGE there, and no hand-off to the worker thread and back, which the blobstore
+    /// would wait for (a new cluster's zero-fill, a deleted blob's metadata page).
+    public static let zeroWriteLimit = 64 << 10
     /// Zero-filled source for write-zeroes when the kernel cannot zero a range itself.
     private lazy var zeroBuffer: AlignedBuffer = {
         let b = AlignedBuffer(count: max(1 << 20, blockSize), alignment: max(bufferAlignment, 64))
@@ -270,7 +276,7 @@ public final class AIOBDev: BlockDevice, @unchecked Sendable {
             // discard/hole punching simply keeps the data (see `finishClear`).
             startClear(ClearWorker.Job(id: 0, zero: false, byteOffset: off * bs, byteCount: n * bs), completion)
         case .writeZeroes(let off, let n):
-            if zeroRangeUnsupported {
+            if zeroRangeUnsupported || n * bs <= UInt64(Self.zeroWriteLimit) {
                 writeZeroBuffers(byteOffset: off * bs, byteCount: n * bs, completion: completion)
             } else {
                 startClear(ClearWorker.Job(id: 0, zero: true, byteOffset: off * bs, byteCount: n * bs), completion)

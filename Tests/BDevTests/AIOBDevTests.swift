@@ -301,31 +301,36 @@ private func fileSize(_ path: String) -> (size: Int, allocated: Int) {
     }
 
     /// Unmap and write-zeroes run on the bdev's worker thread, started at the first one,
-    /// not on the reactor. More of them than the worker takes at once (so some wait in
-    /// the backlog), submitted together with writes of the blocks between them: each
-    /// completes, its range reads back as zeros and every other block keeps its data. The
-    /// reactor does not spin here, so only the worker's eventfd signal can wake it (a
-    /// watchdog turns a lost wakeup into a failure); close ends the thread.
+    /// not on the reactor (small write-zeroes are AIO writes of zeros). More of them than
+    /// the worker takes at once (so some wait in the backlog), submitted together with
+    /// writes of the blocks between them: each completes, its range reads back as zeros and
+    /// every other block keeps its data. The reactor does not spin here, so only the
+    /// worker's eventfd signal can wake it (a watchdog turns a lost wakeup into a failure);
+    /// close ends the thread.
     @Test func unmapAndWriteZeroesRunOnAWorkerThread() throws {
         let dir = try Scratch()
         defer { dir.remove() }
         try onReactor(idleSpinMicroseconds: 0) { r in
-            let dev = try AIOBDev(name: "AioZ", path: dir.path("d.img"), queueDepth: 8, create: 4 << 20)
-            #expect(!threadNames().contains("AioZ-clear"), "the worker starts at the first unmap or write-zeroes")
+            let dev = try AIOBDev(name: "AioZ", path: dir.path("d.img"), queueDepth: 8, create: 16 << 20)
+            #expect(!threadNames().contains("AioZ-clear"), "the worker starts at the first unmap or large write-zeroes")
             try await polling(r, dev) {
-                let data = dev.allocateBuffer(byteCount: 4 << 20)
+                let data = dev.allocateBuffer(byteCount: 16 << 20)
                 fillPattern(data.bytes, seed: 9)
                 try await dev.write(offsetBlocks: 0, from: data.bytes)
-                // 4-block groups: write-zeroes, rewrite, unmap, rewrite, …
-                let groups = 256
-                #expect(groups / 2 > AIOBDev.clearQueueDepth)
+                // Groups of 4 blocks, then of 32 (past the inline limit): write-zeroes,
+                // rewrite, unmap, rewrite, …
+                let small = 4, large = 32, bs = 4096
+                #expect(small * bs <= AIOBDev.zeroWriteLimit && large * bs > AIOBDev.zeroWriteLimit)
+                var groups: [(block: Int, count: Int)] = (0..<256).map { ($0 * small, small) }
+                groups += (0..<96).map { (1024 + $0 * large, large) }
+                #expect(groups.count / 4 > AIOBDev.clearQueueDepth)
                 var requests: [BDevRequest] = []
-                for g in 0..<groups {
-                    let off = UInt64(g * 4)
+                for (g, (block, count)) in groups.enumerated() {
+                    let off = UInt64(block)
                     switch g % 4 {
-                    case 0: requests.append(.writeZeroes(offsetBlocks: off, blockCount: 4))
-                    case 2: requests.append(.unmap(offsetBlocks: off, blockCount: 4))
-                    default: requests.append(.write(offsetBlocks: off, buffers: [data.slice(g * 4 * 4096, 4 * 4096)]))
+                    case 0: requests.append(.writeZeroes(offsetBlocks: off, blockCount: UInt64(count)))
+                    case 2: requests.append(.unmap(offsetBlocks: off, blockCount: UInt64(count)))
+                    default: requests.append(.write(offsetBlocks: off, buffers: [data.slice(block * bs, count * bs)]))
                     }
                 }
                 var watchdogFired = false
@@ -336,12 +341,12 @@ private func fileSize(_ path: String) -> (size: Int, allocated: Int) {
                 #expect(results.allSatisfy { $0.failure == nil }, "\(results.compactMap(\.failure))")
                 #expect(threadNames().contains("AioZ-clear"))
                 try await dev.flush()
-                let back = dev.allocateBuffer(byteCount: 4 << 20)
+                let back = dev.allocateBuffer(byteCount: 16 << 20)
                 try await dev.read(offsetBlocks: 0, into: back.bytes)
                 var wrong: [Int] = []
-                for g in 0..<groups {
-                    let got = back.slice(g * 4 * 4096, 4 * 4096)
-                    let ok = g % 2 == 0 ? allZero(got) : sameBytes(got, data.slice(g * 4 * 4096, 4 * 4096))
+                for (g, (block, count)) in groups.enumerated() {
+                    let got = back.slice(block * bs, count * bs)
+                    let ok = g % 2 == 0 ? allZero(got) : sameBytes(got, data.slice(block * bs, count * bs))
                     if !ok { wrong.append(g) }
                 }
                 #expect(wrong.isEmpty, "groups with the wrong bytes: \(wrong)")
@@ -350,8 +355,8 @@ private func fileSize(_ path: String) -> (size: Int, allocated: Int) {
         }
     }
 
-    /// A write-zeroes that fails on the worker completes with the error and says what it was;
-    /// the device keeps working.
+    /// A write-zeroes or unmap that fails on the worker completes with the error and says
+    /// what it was; the device keeps working.
     @Test func failedWriteZeroesReportsTheRange() throws {
         let dir = try Scratch()
         defer { dir.remove() }
@@ -362,8 +367,8 @@ private func fileSize(_ path: String) -> (size: Int, allocated: Int) {
                 let ro = try AIOBDev(name: "Ro", path: dir.path("d.img"), access: .readOnly)
                 let id = r.addPoller(ro)
                 defer { r.removePoller(id); ro.close() }
-                let res = await submitAll(ro, [.writeZeroes(offsetBlocks: 2, blockCount: 3), .unmap(offsetBlocks: 8, blockCount: 1)])
-                #expect(res[0].failure?.message == "Ro: write-zeroes of 12288 bytes at offset 8192")
+                let res = await submitAll(ro, [.writeZeroes(offsetBlocks: 2, blockCount: 30), .unmap(offsetBlocks: 8, blockCount: 1)])
+                #expect(res[0].failure?.message == "Ro: write-zeroes of 122880 bytes at offset 8192")
                 #expect(res[1].failure?.message == "Ro: unmap of 4096 bytes at offset 32768")
                 try await dev.writeZeroes(offsetBlocks: 0, blockCount: 4)
             }
