@@ -19,8 +19,8 @@ import Reactor
 /// worker thread (`ClearWorker`, started at the first one) fed in FIFO order, at most
 /// `clearQueueDepth` at a time (more wait in a backlog here); the worker signals the same
 /// eventfd, and their completions are delivered from `poll()` like every other. A
-/// write-zeroes of at most `zeroWriteLimit` bytes is written from a zero buffer through AIO
-/// instead (the hand-off to a thread and back costs more than the zeros). A flush
+/// write-zeroes of at most `zeroWriteLimit` bytes stays here (see there): a ZERO_RANGE at
+/// submission in a file, an AIO write of zeros on a block device. A flush
 /// covers every one whose completion was delivered before it was submitted (the call had
 /// returned by then); like any in-flight request, one still running is not ordered against
 /// later requests (the blobstore awaits each before writing over or reusing its range).
@@ -90,10 +90,15 @@ public final class AIOBDev: BlockDevice, @unchecked Sendable {
     private var zeroRangeUnsupported = false
     /// Clears handed to the worker at a time.
     public static let clearQueueDepth = 32
-    /// Write-zeroes up to this size are AIO writes of a zero buffer instead: as cheap as a
-    /// ZERO_RANGE there, and no hand-off to the worker thread and back, which the blobstore
-    /// would wait for (a new cluster's zero-fill, a deleted blob's metadata page).
+    /// Write-zeroes up to this size do not go to the worker: the hand-off to a thread and
+    /// back adds latency that the blobstore waits for (a deleted blob's metadata page is
+    /// zeroed before unlink replies). In a regular file they are a ZERO_RANGE right here at
+    /// submission (extent-tree work, no device wait: ~30 µs on ext4); on a block device an
+    /// AIO write of zeros. Measured with 3000 unlinks of empty files on an ext4 image:
+    /// inline ~10k/s, through the worker ~8.6k/s, AIO write of zeros ~7.7k/s.
     public static let zeroWriteLimit = 64 << 10
+    /// A regular file (else a block device).
+    private let isRegularFile: Bool
     /// Zero-filled source for write-zeroes when the kernel cannot zero a range itself.
     private lazy var zeroBuffer: AlignedBuffer = {
         let b = AlignedBuffer(count: max(1 << 20, blockSize), alignment: max(bufferAlignment, 64))
@@ -239,6 +244,7 @@ public final class AIOBDev: BlockDevice, @unchecked Sendable {
         self.bufferAlignment = bufferedReason == nil ? max(4096, logical) : 1
         self.ioMode = bufferedReason.map { "buffered (\($0)) + fdatasync on flush" } ?? "O_DIRECT"
         self.slots = Array(repeating: nil, count: queueDepth)
+        self.isRegularFile = DeviceFile.isRegularFile(fd)
     }
 
     deinit {
@@ -276,7 +282,22 @@ public final class AIOBDev: BlockDevice, @unchecked Sendable {
             // discard/hole punching simply keeps the data (see `finishClear`).
             startClear(ClearWorker.Job(id: 0, zero: false, byteOffset: off * bs, byteCount: n * bs), completion)
         case .writeZeroes(let off, let n):
-            if zeroRangeUnsupported || n * bs <= UInt64(Self.zeroWriteLimit) {
+            if zeroRangeUnsupported {
+                writeZeroBuffers(byteOffset: off * bs, byteCount: n * bs, completion: completion)
+            } else if n * bs <= UInt64(Self.zeroWriteLimit) && isRegularFile {
+                // A small ZERO_RANGE in a file changes only the filesystem's extent tree (no
+                // device wait): ~30 µs here beats any round trip (measured; see `zeroWriteLimit`).
+                do throws(Errno) {
+                    try DeviceFile.zeroRange(fd, offset: off * bs, length: n * bs)
+                    ready.append((completion, .success(())))
+                } catch where Self.isUnsupported(error) {
+                    zeroRangeUnsupported = true
+                    writeZeroBuffers(byteOffset: off * bs, byteCount: n * bs, completion: completion)
+                } catch {
+                    ready.append((completion, .failure(BDevError(error, "\(name): write-zeroes of \(n * bs) bytes at offset \(off * bs)"))))
+                }
+            } else if n * bs <= UInt64(Self.zeroWriteLimit) {
+                // On a block device BLKZEROOUT waits for the device: write zeros through AIO.
                 writeZeroBuffers(byteOffset: off * bs, byteCount: n * bs, completion: completion)
             } else {
                 startClear(ClearWorker.Job(id: 0, zero: true, byteOffset: off * bs, byteCount: n * bs), completion)

@@ -301,7 +301,7 @@ private func fileSize(_ path: String) -> (size: Int, allocated: Int) {
     }
 
     /// Unmap and write-zeroes run on the bdev's worker thread, started at the first one,
-    /// not on the reactor (small write-zeroes are AIO writes of zeros). More of them than
+    /// not on the reactor (write-zeroes up to `zeroWriteLimit` stay on it). More of them than
     /// the worker takes at once (so some wait in the backlog), submitted together with
     /// writes of the blocks between them: each completes, its range reads back as zeros and
     /// every other block keeps its data. The reactor does not spin here, so only the
