@@ -14,8 +14,16 @@ import Reactor
 /// The kernel signals `wakeupFD` (an eventfd attached to every request) on each completion,
 /// so the reactor may sleep while requests are in flight.
 ///
-/// Unmap and write-zeroes are done synchronously at submission (fallocate / BLKDISCARD /
-/// BLKZEROOUT), as SPDK's bdev_aio does; their completions are still deferred to `poll()`.
+/// Unmap and write-zeroes have no AIO form: they are fallocate / BLKDISCARD / BLKZEROOUT
+/// calls, which can take milliseconds (a journal commit, a device discard). They run on one
+/// worker thread (`ClearWorker`, started at the first one) fed in FIFO order, at most
+/// `clearQueueDepth` at a time (more wait in a backlog here); the worker signals the same
+/// eventfd, and their completions are delivered from `poll()` like every other. A
+/// write-zeroes of at most `zeroWriteLimit` bytes stays here (see there): a ZERO_RANGE at
+/// submission in a file, an AIO write of zeros on a block device. A flush
+/// covers every one whose completion was delivered before it was submitted (the call had
+/// returned by then); like any in-flight request, one still running is not ordered against
+/// later requests (the blobstore awaits each before writing over or reusing its range).
 public final class AIOBDev: BlockDevice, @unchecked Sendable {
     /// Whether to open with O_DIRECT (bypassing the page cache).
     public enum DirectMode: Sendable {
@@ -69,6 +77,28 @@ public final class AIOBDev: BlockDevice, @unchecked Sendable {
     private var eventFDMayBeStale = false
     /// Cleared once the kernel rejects IOCB_CMD_FDSYNC for this file with EINVAL.
     private var aioFsyncSupported = true
+    /// Unmap and write-zeroes in progress on the worker thread (nil until the first).
+    private var clearWorker: ClearWorker?
+    /// Completions of the requests at the worker, by job id.
+    private var clearsAtWorker: [UInt64: (job: ClearWorker.Job, completion: BDevCompletion)] = [:]
+    /// Clears waiting for room at the worker, oldest first.
+    private var clearBacklog: [(job: ClearWorker.Job, completion: BDevCompletion)] = []
+    private var nextClearID: UInt64 = 0
+    private var clearsDone: [(id: UInt64, error: Errno?)] = []
+    /// Set once the file or device refuses to zero a range itself: write-zeroes then writes
+    /// zero buffers through AIO straight away.
+    private var zeroRangeUnsupported = false
+    /// Clears handed to the worker at a time.
+    public static let clearQueueDepth = 32
+    /// Write-zeroes up to this size do not go to the worker: the hand-off to a thread and
+    /// back adds latency that the blobstore waits for (a deleted blob's metadata page is
+    /// zeroed before unlink replies). In a regular file they are a ZERO_RANGE right here at
+    /// submission (extent-tree work, no device wait: ~30 µs on ext4); on a block device an
+    /// AIO write of zeros. Measured with 3000 unlinks of empty files on an ext4 image:
+    /// inline ~10k/s, through the worker ~8.6k/s, AIO write of zeros ~7.7k/s.
+    public static let zeroWriteLimit = 64 << 10
+    /// A regular file (else a block device).
+    private let isRegularFile: Bool
     /// Zero-filled source for write-zeroes when the kernel cannot zero a range itself.
     private lazy var zeroBuffer: AlignedBuffer = {
         let b = AlignedBuffer(count: max(1 << 20, blockSize), alignment: max(bufferAlignment, 64))
@@ -214,9 +244,11 @@ public final class AIOBDev: BlockDevice, @unchecked Sendable {
         self.bufferAlignment = bufferedReason == nil ? max(4096, logical) : 1
         self.ioMode = bufferedReason.map { "buffered (\($0)) + fdatasync on flush" } ?? "O_DIRECT"
         self.slots = Array(repeating: nil, count: queueDepth)
+        self.isRegularFile = DeviceFile.isRegularFile(fd)
     }
 
     deinit {
+        clearWorker?.stop()
         if fd >= 0 { Glibc.close(fd) }
     }
 
@@ -247,25 +279,62 @@ public final class AIOBDev: BlockDevice, @unchecked Sendable {
             }
         case .unmap(let off, let n):
             // Contents of unmapped blocks are undefined, so a device or filesystem without
-            // discard/hole punching simply keeps the data.
-            do throws(Errno) {
-                try DeviceFile.discard(fd, offset: off * bs, length: n * bs)
-                ready.append((completion, .success(())))
-            } catch where Self.isUnsupported(error) {
-                ready.append((completion, .success(())))
-            } catch {
-                ready.append((completion, .failure(BDevError(error, "\(name): unmap of \(n * bs) bytes at offset \(off * bs)"))))
-            }
+            // discard/hole punching simply keeps the data (see `finishClear`).
+            startClear(ClearWorker.Job(id: 0, zero: false, byteOffset: off * bs, byteCount: n * bs), completion)
         case .writeZeroes(let off, let n):
-            do throws(Errno) {
-                try DeviceFile.zeroRange(fd, offset: off * bs, length: n * bs)
-                ready.append((completion, .success(())))
-            } catch where Self.isUnsupported(error) {
+            if zeroRangeUnsupported {
                 writeZeroBuffers(byteOffset: off * bs, byteCount: n * bs, completion: completion)
-            } catch {
-                ready.append((completion, .failure(BDevError(error, "\(name): write-zeroes of \(n * bs) bytes at offset \(off * bs)"))))
+            } else if n * bs <= UInt64(Self.zeroWriteLimit) && isRegularFile {
+                // A small ZERO_RANGE in a file changes only the filesystem's extent tree (no
+                // device wait): ~30 µs here beats any round trip (measured; see `zeroWriteLimit`).
+                do throws(Errno) {
+                    try DeviceFile.zeroRange(fd, offset: off * bs, length: n * bs)
+                    ready.append((completion, .success(())))
+                } catch where Self.isUnsupported(error) {
+                    zeroRangeUnsupported = true
+                    writeZeroBuffers(byteOffset: off * bs, byteCount: n * bs, completion: completion)
+                } catch {
+                    ready.append((completion, .failure(BDevError(error, "\(name): write-zeroes of \(n * bs) bytes at offset \(off * bs)"))))
+                }
+            } else if n * bs <= UInt64(Self.zeroWriteLimit) {
+                // On a block device BLKZEROOUT waits for the device: write zeros through AIO.
+                writeZeroBuffers(byteOffset: off * bs, byteCount: n * bs, completion: completion)
+            } else {
+                startClear(ClearWorker.Job(id: 0, zero: true, byteOffset: off * bs, byteCount: n * bs), completion)
             }
         }
+    }
+
+    /// Hand an unmap or write-zeroes to the worker thread, or queue it while the worker has
+    /// `clearQueueDepth` of them.
+    private func startClear(_ job: ClearWorker.Job, _ completion: @escaping BDevCompletion) {
+        var job = job
+        nextClearID += 1
+        job.id = nextClearID
+        if clearWorker == nil { clearWorker = ClearWorker(name: name, fd: fd, wakeFD: eventFD.fd) }
+        if clearsAtWorker.count < Self.clearQueueDepth && clearBacklog.isEmpty {
+            clearsAtWorker[job.id] = (job, completion)
+            clearWorker!.push([job])
+        } else {
+            clearBacklog.append((job, completion))
+        }
+    }
+
+    /// Turn the worker's result for a clear into a completion for the next delivery.
+    private func finishClear(id: UInt64, error: Errno?) {
+        guard let (job, completion) = clearsAtWorker.removeValue(forKey: id) else {
+            preconditionFailure("\(name): completion for unknown clear \(id)")
+        }
+        guard let e = error else { ready.append((completion, .success(()))); return }
+        if Self.isUnsupported(e) {
+            if !job.zero { ready.append((completion, .success(()))); return }
+            // No ZERO_RANGE, punch or BLKZEROOUT here: write zeros, now and from now on.
+            zeroRangeUnsupported = true
+            writeZeroBuffers(byteOffset: job.byteOffset, byteCount: job.byteCount, completion: completion)
+            return
+        }
+        let what = job.zero ? "write-zeroes" : "unmap"
+        ready.append((completion, .failure(BDevError(e, "\(name): \(what) of \(job.byteCount) bytes at offset \(job.byteOffset)"))))
     }
 
     /// Start `io` in a free slot, or queue it behind older waiting requests (FIFO).
@@ -312,15 +381,25 @@ public final class AIOBDev: BlockDevice, @unchecked Sendable {
 
     public func poll() -> Int {
         var work = 0
-        if aio.inFlight > 0 || eventFDMayBeStale {
+        if aio.inFlight > 0 || !clearsAtWorker.isEmpty || eventFDMayBeStale {
             // Drain before reaping: a completion landing after the reap then leaves the
-            // eventfd readable, so the reactor cannot sleep past it.
+            // eventfd readable, so the reactor cannot sleep past it. (The worker, too,
+            // records a result before it signals.)
             eventFD.drain()
             aio.reap(into: &reaped)
-            eventFDMayBeStale = !reaped.isEmpty
+            if !clearsAtWorker.isEmpty { clearWorker!.takeDone(into: &clearsDone) }
+            eventFDMayBeStale = !reaped.isEmpty || !clearsDone.isEmpty
             for c in reaped { finish(slot: c.slot, result: c.result) }
-            work += reaped.count
+            for d in clearsDone { finishClear(id: d.id, error: d.error) }
+            work += reaped.count + clearsDone.count
             reaped.removeAll(keepingCapacity: true)
+            clearsDone.removeAll(keepingCapacity: true)
+            if !clearBacklog.isEmpty && clearsAtWorker.count < Self.clearQueueDepth {
+                let n = min(clearBacklog.count, Self.clearQueueDepth - clearsAtWorker.count)
+                for (job, completion) in clearBacklog.prefix(n) { clearsAtWorker[job.id] = (job, completion) }
+                clearWorker!.push(clearBacklog.prefix(n).map(\.job))
+                clearBacklog.removeFirst(n)
+            }
         }
         if !ready.isEmpty {
             // Callbacks may submit more; those land in `ready` or slots for the steps below.
@@ -383,7 +462,10 @@ public final class AIOBDev: BlockDevice, @unchecked Sendable {
     public var hasOutstandingWork: Bool { !ready.isEmpty || backlogHead < backlog.count || aio.hasPending }
 
     public func close() {
-        precondition(aio.inFlight == 0 && !hasOutstandingWork, "\(name): close() with requests in flight")
+        precondition(aio.inFlight == 0 && clearsAtWorker.isEmpty && clearBacklog.isEmpty && !hasOutstandingWork,
+                     "\(name): close() with requests in flight")
+        clearWorker?.stop()
+        clearWorker = nil
         guard fd >= 0 else { return }
         Glibc.close(fd)
         fd = -1
@@ -409,5 +491,82 @@ public final class AIOBDev: BlockDevice, @unchecked Sendable {
         case 0x0102_1997: return "9p"
         default: return "filesystem 0x\(String(magic, radix: 16))"
         }
+    }
+}
+
+/// The thread that runs an aio bdev's unmap and write-zeroes calls (fallocate, BLKDISCARD,
+/// BLKZEROOUT), one at a time in the order given, so they never block the reactor. Each
+/// result is recorded, then the bdev's eventfd is signalled; the bdev collects results in
+/// `poll()` and delivers the completions there. The bdev bounds how many it hands over.
+final class ClearWorker: @unchecked Sendable {
+    struct Job: Sendable {
+        var id: UInt64
+        /// Write-zeroes (else unmap).
+        let zero: Bool
+        let byteOffset: UInt64
+        let byteCount: UInt64
+    }
+    private let lock = ConditionLock()
+    private var jobs: [Job] = []
+    private var jobsHead = 0
+    private var done: [(id: UInt64, error: Errno?)] = []
+    private var stopping = false
+    private var thread: OSThread?
+    private let fd: Int32
+    private let wakeFD: Int32
+
+    init(name: String, fd: Int32, wakeFD: Int32) {
+        self.fd = fd
+        self.wakeFD = wakeFD
+        thread = OSThread(name: "\(name)-clear") { [self] in run() }
+    }
+
+    /// Queue jobs (FIFO).
+    func push<S: Sequence<Job>>(_ new: S) {
+        lock.withLock {
+            jobs.append(contentsOf: new)
+            lock.signal()
+        }
+    }
+
+    /// Move the results recorded so far into `out`.
+    func takeDone(into out: inout [(id: UInt64, error: Errno?)]) {
+        lock.withLock {
+            out.append(contentsOf: done)
+            done.removeAll(keepingCapacity: true)
+        }
+    }
+
+    /// Finish the queued jobs and end the thread (waits for it).
+    func stop() {
+        guard let t = thread else { return }
+        lock.withLock { stopping = true; lock.signal() }
+        t.join()
+        thread = nil
+    }
+
+    private func run() {
+        lock.lock()
+        while true {
+            while jobsHead == jobs.count && !stopping { lock.wait() }
+            if jobsHead == jobs.count { break }
+            let job = jobs[jobsHead]
+            jobsHead += 1
+            if jobsHead == jobs.count { jobs.removeAll(keepingCapacity: true); jobsHead = 0 }
+            lock.unlock()
+            var error: Errno?
+            do throws(Errno) {
+                if job.zero { try DeviceFile.zeroRange(fd, offset: job.byteOffset, length: job.byteCount) }
+                else { try DeviceFile.discard(fd, offset: job.byteOffset, length: job.byteCount) }
+            } catch let e { error = e }
+            lock.lock()
+            done.append((job.id, error))
+            lock.unlock()
+            // After the result is visible: the reactor drains the eventfd before it collects.
+            var one: UInt64 = 1
+            _ = Glibc.write(wakeFD, &one, 8)
+            lock.lock()
+        }
+        lock.unlock()
     }
 }

@@ -65,7 +65,8 @@ extension FileSystem {
 
     public func allocateWriteBuffer(byteCount: Int) -> AlignedBuffer { store.bdev.allocateBuffer(byteCount: byteCount) }
 
-    public func write(_ ino: InodeNumber, handle: UInt64, offset: UInt64, data: AlignedBuffer, count: Int) async throws(FSError) -> Int {
+    public func write(_ ino: InodeNumber, handle: UInt64, offset: UInt64, data: AlignedBuffer, count: Int,
+                      touchTimes: Bool) async throws(FSError) -> Int {
         let (n, h) = try fileHandle(handle, ino)
         try writable()
         if h.flags & O_ACCMODE == O_RDONLY { throw FSError(EBADF) }
@@ -78,8 +79,10 @@ extension FileSystem {
         do { try await b.write(at: off, from: UnsafeRawBufferPointer(data.slice(0, count))) } catch { throw mapError(error) }
         withExtendedLifetime(data) {}
         if off + UInt64(count) > n.size { n.size = off + UInt64(count) }
-        let now = Timestamp.now()
-        n.attrs.mtime = now; n.attrs.ctime = now
+        if touchTimes {
+            let now = Timestamp.now()
+            n.attrs.mtime = now; n.attrs.ctime = now
+        }
         // Writing clears set-user-ID (and set-group-ID when group-executable), as POSIX asks.
         if n.attrs.mode & UInt32(S_ISUID | S_ISGID) != 0 { n.attrs.mode &= ~UInt32(S_ISUID); if n.attrs.mode & UInt32(S_IXGRP) != 0 { n.attrs.mode &= ~UInt32(S_ISGID) } }
         n.allocatedClusters = UInt64(b.allocatedClusterCount)
@@ -139,8 +142,11 @@ extension FileSystem {
         var zeros: [Range<UInt64>] = []
         func stale(_ r: Range<UInt64>) {       // r minus the part the write covers
             let lo = r.lowerBound, hi = r.upperBound
+            // Nothing written (a truncate up): all of r, past the new end too, since the
+            // end is then recorded as zero onwards (`zeroFrom`).
+            guard off < end else { if !r.isEmpty { zeros.append(r) }; return }
             if lo < min(hi, off) { zeros.append(lo..<min(hi, off)) }
-            if max(lo, end) < hi && off < end { zeros.append(max(lo, end)..<hi) }
+            if max(lo, end) < hi { zeros.append(max(lo, end)..<hi) }
         }
         let staleTail = s < tailEnd && b.deviceCluster(Int(s / cs)) != 0
         if staleTail { stale(s..<tailEnd) }
@@ -151,8 +157,9 @@ extension FileSystem {
         while c < b.numClusters {
             if b.deviceCluster(Int(c)) != 0 {
                 mappedBeyond = true
-                let r = (c * cs)..<min((c + 1) * cs, max(off, end))
-                if !r.isEmpty { stale(r) }
+                // Up to the new end only (a cluster wholly past it stays as it is).
+                let hi = min((c + 1) * cs, max(off, end))
+                if c * cs < hi { stale((c * cs)..<hi) }
             }
             c += 1
         }

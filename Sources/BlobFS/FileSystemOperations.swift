@@ -136,6 +136,11 @@ public struct ReadResult: @unchecked Sendable {
 /// low-level protocol: every successful lookup, mknod, mkdir, symlink, link, create and
 /// readdirplus entry (except "." and "..") adds one reference, `forget` drops them.
 extension FileSystemOperations {
+    /// A write(2): the data, and mtime/ctime set to now.
+    public func write(_ ino: InodeNumber, handle: UInt64, offset: UInt64, data: AlignedBuffer, count: Int) async throws(FSError) -> Int {
+        try await write(ino, handle: handle, offset: offset, data: data, count: count, touchTimes: true)
+    }
+
     public func allocateWriteBuffer(byteCount: Int) -> AlignedBuffer { AlignedBuffer(count: byteCount, alignment: 4096) }
 }
 
@@ -161,7 +166,11 @@ public protocol FileSystemOperations: AnyObject, Sendable {
     /// `allocateBuffer`: DMA memory on the user-space NVMe bdev, so no bounce copy).
     func allocateWriteBuffer(byteCount: Int) -> AlignedBuffer
     /// `data` holds `count` bytes; the caller keeps it alive until this returns.
-    func write(_ ino: InodeNumber, handle: UInt64, offset: UInt64, data: AlignedBuffer, count: Int) async throws(FSError) -> Int
+    /// `touchTimes`: set mtime and ctime to now, as write(2) does. False when the kernel's
+    /// writeback cache owns them: it stamps the times at write(2) and sends them with
+    /// setattr, while the data may arrive here later (after that setattr, even).
+    func write(_ ino: InodeNumber, handle: UInt64, offset: UInt64, data: AlignedBuffer, count: Int,
+               touchTimes: Bool) async throws(FSError) -> Int
     func flush(_ ino: InodeNumber, handle: UInt64) async throws(FSError)
     func release(_ ino: InodeNumber, handle: UInt64) async throws(FSError)
     func fsync(_ ino: InodeNumber, handle: UInt64?, dataOnly: Bool) async throws(FSError)

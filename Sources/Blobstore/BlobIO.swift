@@ -127,15 +127,24 @@ extension Blob {
         defer { unlockRange(token) }
 
         let segs = segments(offset: offset, length: data.count)
+        // Clusters this write allocated: either written whole already (zeros and the data,
+        // in one request), or zero-filled, so that its partial blocks there read as zeros
+        // (nothing else writes them: the range lock) and need no read.
+        var zeroFilled: Set<Int> = [], written: Set<Int> = []
         for seg in segs where clusters[seg.clusterIndex] == 0 {
-            try await allocateCluster(seg.clusterIndex, coveredBy: seg)
+            let src = UnsafeRawBufferPointer(rebasing: data[seg.bufferOffset..<seg.bufferOffset + seg.length])
+            switch try await allocateCluster(seg.clusterIndex, coveredBy: seg, data: src) {
+            case .written: written.insert(seg.clusterIndex)
+            case .zeroFilled: zeroFilled.insert(seg.clusterIndex)
+            case .byAnother: break
+            }
         }
         var requests: [BDevRequest] = []
         var direct: [(UInt64, UnsafeMutableRawBufferPointer)] = []
         var keep: [AlignedBuffer] = []
-        // Partial edge blocks: read them first, then patch.
+        // Partial edge blocks: read them first, then patch (zeros, in a fresh cluster).
         var rmw: [(AlignedBuffer, devStart: UInt64, skip: Int, src: UnsafeRawBufferPointer)] = []
-        for seg in segs {
+        for seg in segs where !written.contains(seg.clusterIndex) {
             let src = UnsafeRawBufferPointer(rebasing: data[seg.bufferOffset..<seg.bufferOffset + seg.length])
             let dev = deviceByte(seg.clusterIndex, seg.blobOffset)
             if dev % bs == 0 && UInt64(seg.length) % bs == 0 && isAligned(UnsafeMutableRawBufferPointer(mutating: src)) {
@@ -145,6 +154,13 @@ extension Blob {
             let start = dev / bs * bs
             let end = (dev + UInt64(seg.length) + bs - 1) / bs * bs
             let b = store.bdev.allocateBuffer(byteCount: Int(end - start))
+            if zeroFilled.contains(seg.clusterIndex) {
+                b.zero()
+                UnsafeMutableRawBufferPointer(rebasing: b.bytes[Int(dev - start)..<Int(dev - start) + src.count]).copyMemory(from: src)
+                requests.append(.write(offsetBlocks: start / bs, buffers: [b.bytes]))
+                keep.append(b)
+                continue
+            }
             rmw.append((b, start, Int(dev - start), src))
         }
         if !rmw.isEmpty {
@@ -242,12 +258,29 @@ extension Blob {
 
     // MARK: Thin allocation (§8.8)
 
+    /// How `allocateCluster` left a cluster for the write that asked for it.
+    private enum ClusterFill {
+        /// Zeros and the write's data, in one request: the write has nothing left to do here.
+        case written
+        /// Zeros in every block the write does not fully cover.
+        case zeroFilled
+        /// Allocated by a concurrent request (or filled from the parent snapshot).
+        case byAnother
+    }
+
+    /// A write into a new cluster of a blob without a parent that leaves at most this much
+    /// of the cluster uncovered builds the whole cluster in memory (zeros and the data) and
+    /// writes it in one request, instead of a write-zeroes and then the data: one device
+    /// round trip instead of two, with the data already there when the cluster is mapped.
+    static let wholeClusterFillLimit = 64 << 10
+
     /// Give blob cluster `ci` a device cluster: claim the lowest free one, fill what the
-    /// coming write does not cover (from the parent snapshot, else zeros), then map it in
+    /// coming write of `data` (segment `seg`) does not cover (from the parent snapshot,
+    /// else zeros: with the data in one request when little is uncovered), then map it in
     /// memory. The mapping reaches disk at the next persist (after a flush), never before
     /// the data it exposes.
-    private func allocateCluster(_ ci: Int, coveredBy seg: Segment) async throws(BlobstoreError) {
-        if allocating[ci] != nil { await waitForAllocation(ci); if clusters[ci] != 0 { return } }
+    private func allocateCluster(_ ci: Int, coveredBy seg: Segment, data: UnsafeRawBufferPointer) async throws(BlobstoreError) -> ClusterFill {
+        if allocating[ci] != nil { await waitForAllocation(ci); if clusters[ci] != 0 { return .byAnother } }
         try checkMetadataWritable()
         allocating[ci] = []
         defer {
@@ -260,8 +293,17 @@ extension Blob {
         let c = try await store.claimClusters(1)[0]
         let cs = UInt64(store.clusterSize), bs = UInt64(store.blockSize)
         let base = UInt64(c) * cs
+        var fill = ClusterFill.byAnother
         do throws(BlobstoreError) {
-            if let p = parent {
+            let uncovered = cs - UInt64(seg.length)
+            if parent == nil && uncovered > 0 && uncovered <= UInt64(Self.wholeClusterFillLimit) {
+                let b = store.bdev.allocateBuffer(byteCount: Int(cs))
+                b.zero()
+                let at = Int(seg.blobOffset % cs)
+                UnsafeMutableRawBufferPointer(rebasing: b.bytes[at..<at + data.count]).copyMemory(from: data)
+                do { try await store.bdev.write(offsetBlocks: base / bs, from: b) } catch { throw BlobstoreError(error) }
+                fill = .written
+            } else if let p = parent {
                 let b = store.bdev.allocateBuffer(byteCount: Int(cs))
                 try await p.readAsBacking(at: UInt64(ci) * cs, into: b.bytes)
                 do { try await store.bdev.write(offsetBlocks: base / bs, from: b) } catch { throw BlobstoreError(error) }
@@ -279,6 +321,7 @@ extension Blob {
                 }
                 let reqs = zeroRanges.map { BDevRequest.writeZeroes(offsetBlocks: (base + $0.0) / bs, blockCount: ($0.1 - $0.0) / bs) }
                 for r in await performAll(store.bdev, reqs) { if case .failure(let e) = r { throw BlobstoreError(e) } }
+                fill = .zeroFilled
             }
         } catch {
             store.releaseCluster(c)
@@ -297,6 +340,7 @@ extension Blob {
         } else {
             chainGeneration &+= 1
         }
+        return fill
     }
 
     private func waitForAllocation(_ ci: Int) async {

@@ -19,7 +19,9 @@ public struct FUSEMountOptions: Sendable {
     /// Seconds the kernel may cache a failed lookup (0: ENOENT is not cached).
     public var negativeTimeout: Double
     /// FUSE_CAP_WRITEBACK_CACHE: the kernel buffers writes and sends them later (off: every
-    /// write(2) reaches the filesystem before it returns).
+    /// write(2) reaches the filesystem before it returns). The kernel then owns size and
+    /// times while it holds dirty pages: the session strips O_APPEND from handles, leaves
+    /// mtime/ctime to the kernel's setattr and answers lseek with ENOSYS (docs/DURABILITY.md).
     public var writebackCache: Bool
     /// Largest WRITE (and READ) request the kernel sends. libfuse 3.14 caps it at 1 MiB.
     public var maxWrite: Int

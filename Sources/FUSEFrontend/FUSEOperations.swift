@@ -86,6 +86,11 @@ extension FUSESession {
         // Lookups and readdirs in one directory may run concurrently; they are synchronous
         // on the reactor anyway (creates/unlinks still hold the directory lock).
         enable(FUSE_CAP_PARALLEL_DIROPS)
+        // This daemon is the only writer, and every change of file data goes through the
+        // kernel, which updates or drops its own cached pages (write, truncate, fallocate,
+        // copy_file_range): cached pages stay valid when the mtime moves. (On by default in
+        // libfuse, it made the kernel drop a whole file's cache after any write to it.)
+        disable(FUSE_CAP_AUTO_INVAL_DATA)
         // A symlink's target never changes: let the kernel cache it.
         enable(FUSE_CAP_CACHE_SYMLINKS)
         enable(FUSE_CAP_ASYNC_READ)
@@ -449,8 +454,18 @@ extension FUSESession {
         }
     }
 
+    /// Open flags as the filesystem should see them. With the writeback cache the kernel
+    /// appends itself (at its own idea of the size, in its page cache) and later writes
+    /// whole pages back at their offsets through any writable handle: a handle's O_APPEND
+    /// must not move those writes to the end.
+    func openFlags(_ fi: UnsafeMutablePointer<fuse_file_info>) -> Int32 {
+        let flags = fi.pointee.flags
+        return writebackCache ? flags & ~O_APPEND : flags
+    }
+    var writebackCache: Bool { (connectionInfo?.want ?? 0) & UInt32(FUSE_CAP_WRITEBACK_CACHE) != 0 }
+
     func open(_ req: fuse_req_t, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>) {
-        let flags = fi.pointee.flags, r = FUSERequest(raw: req)
+        let flags = openFlags(fi), r = FUSERequest(raw: req)
         launch { s in
             do throws(FSError) {
                 let o = try await s.fs.open(ino, flags: flags)
@@ -468,7 +483,7 @@ extension FUSESession {
 
     func create(_ req: fuse_req_t, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>, _ mode: mode_t,
                 _ fi: UnsafeMutablePointer<fuse_file_info>) {
-        let n = Self.bytes(name), flags = fi.pointee.flags, who = caller(req), r = FUSERequest(raw: req)
+        let n = Self.bytes(name), flags = openFlags(fi), who = caller(req), r = FUSERequest(raw: req)
         launch { s in
             do throws(FSError) {
                 let (a, o) = try await s.fs.create(parent: parent, name: n, mode: mode, flags: flags, caller: who)
@@ -509,9 +524,12 @@ extension FUSESession {
         let data = fs.allocateWriteBuffer(byteCount: size)
         if size > 0 { memcpy(data.baseAddress, buf, size) }
         let handle = fi.pointee.fh, r = FUSERequest(raw: req)
+        // With the writeback cache this is the kernel writing back pages; the times were
+        // set at write(2) and come with setattr.
+        let touchTimes = !writebackCache
         launch { s in
             do throws(FSError) {
-                let n = try await s.fs.write(ino, handle: handle, offset: UInt64(off), data: data, count: size)
+                let n = try await s.fs.write(ino, handle: handle, offset: UInt64(off), data: data, count: size, touchTimes: touchTimes)
                 if fuse_reply_write(r.raw, n) != 0 { s.stats.failedReplies += 1 }
             } catch {
                 s.replyError(r.raw, error.errno)
@@ -580,6 +598,10 @@ extension FUSESession {
 
     func lseek(_ req: fuse_req_t, _ ino: fuse_ino_t, _ off: off_t, _ whence: Int32, _ fi: UnsafeMutablePointer<fuse_file_info>) {
         guard off >= 0 else { replyError(req, ENXIO); return }
+        // With the writeback cache, data and size the kernel has not written back yet are
+        // invisible here (SEEK_DATA past our size would say ENXIO). ENOSYS makes the kernel
+        // answer itself from then on (the whole file is data, the hole is at its end).
+        if writebackCache { replyError(req, ENOSYS); return }
         let handle = fi.pointee.fh, r = FUSERequest(raw: req)
         launch { s in
             do throws(FSError) {

@@ -300,6 +300,81 @@ private func fileSize(_ path: String) -> (size: Int, allocated: Int) {
         }
     }
 
+    /// Unmap and write-zeroes run on the bdev's worker thread, started at the first one,
+    /// not on the reactor (write-zeroes up to `zeroWriteLimit` stay on it). More of them than
+    /// the worker takes at once (so some wait in the backlog), submitted together with
+    /// writes of the blocks between them: each completes, its range reads back as zeros and
+    /// every other block keeps its data. The reactor does not spin here, so only the
+    /// worker's eventfd signal can wake it (a watchdog turns a lost wakeup into a failure);
+    /// close ends the thread.
+    @Test func unmapAndWriteZeroesRunOnAWorkerThread() throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        try onReactor(idleSpinMicroseconds: 0) { r in
+            let dev = try AIOBDev(name: "AioZ", path: dir.path("d.img"), queueDepth: 8, create: 16 << 20)
+            #expect(!threadNames().contains("AioZ-clear"), "the worker starts at the first unmap or large write-zeroes")
+            try await polling(r, dev) {
+                let data = dev.allocateBuffer(byteCount: 16 << 20)
+                fillPattern(data.bytes, seed: 9)
+                try await dev.write(offsetBlocks: 0, from: data.bytes)
+                // Groups of 4 blocks, then of 32 (past the inline limit): write-zeroes,
+                // rewrite, unmap, rewrite, …
+                let small = 4, large = 32, bs = 4096
+                #expect(small * bs <= AIOBDev.zeroWriteLimit && large * bs > AIOBDev.zeroWriteLimit)
+                var groups: [(block: Int, count: Int)] = (0..<256).map { ($0 * small, small) }
+                groups += (0..<96).map { (1024 + $0 * large, large) }
+                #expect(groups.count / 4 > AIOBDev.clearQueueDepth)
+                var requests: [BDevRequest] = []
+                for (g, (block, count)) in groups.enumerated() {
+                    let off = UInt64(block)
+                    switch g % 4 {
+                    case 0: requests.append(.writeZeroes(offsetBlocks: off, blockCount: UInt64(count)))
+                    case 2: requests.append(.unmap(offsetBlocks: off, blockCount: UInt64(count)))
+                    default: requests.append(.write(offsetBlocks: off, buffers: [data.slice(block * bs, count * bs)]))
+                    }
+                }
+                var watchdogFired = false
+                let watchdog = r.schedule(afterNanoseconds: 20_000_000_000) { watchdogFired = true }
+                let results = await submitAll(dev, requests)
+                r.cancelTimer(watchdog)
+                #expect(!watchdogFired, "completions only seen after the watchdog woke the reactor")
+                #expect(results.allSatisfy { $0.failure == nil }, "\(results.compactMap(\.failure))")
+                #expect(threadNames().contains("AioZ-clear"))
+                try await dev.flush()
+                let back = dev.allocateBuffer(byteCount: 16 << 20)
+                try await dev.read(offsetBlocks: 0, into: back.bytes)
+                var wrong: [Int] = []
+                for (g, (block, count)) in groups.enumerated() {
+                    let got = back.slice(block * bs, count * bs)
+                    let ok = g % 2 == 0 ? allZero(got) : sameBytes(got, data.slice(block * bs, count * bs))
+                    if !ok { wrong.append(g) }
+                }
+                #expect(wrong.isEmpty, "groups with the wrong bytes: \(wrong)")
+            }
+            #expect(!threadNames().contains("AioZ-clear"), "close ends the worker")
+        }
+    }
+
+    /// A write-zeroes or unmap that fails on the worker completes with the error and says
+    /// what it was; the device keeps working.
+    @Test func failedWriteZeroesReportsTheRange() throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        try onReactor { r in
+            let dev = try AIOBDev(name: "Aio0", path: dir.path("d.img"), create: 1 << 20)
+            try await polling(r, dev) {
+                // A read-only reopen of the same file refuses to zero (EBADF from fallocate).
+                let ro = try AIOBDev(name: "Ro", path: dir.path("d.img"), access: .readOnly)
+                let id = r.addPoller(ro)
+                defer { r.removePoller(id); ro.close() }
+                let res = await submitAll(ro, [.writeZeroes(offsetBlocks: 2, blockCount: 30), .unmap(offsetBlocks: 8, blockCount: 1)])
+                #expect(res[0].failure?.message == "Ro: write-zeroes of 122880 bytes at offset 8192")
+                #expect(res[1].failure?.message == "Ro: unmap of 4096 bytes at offset 32768")
+                try await dev.writeZeroes(offsetBlocks: 0, blockCount: 4)
+            }
+        }
+    }
+
     /// One read-write opener at a time (flock on an image file): a second exclusive open,
     /// even in the same process, gets EBUSY; read-only and lock-ignoring opens share it;
     /// close releases it. The lock belongs to the descriptor, so an outside `flock` holder
@@ -332,6 +407,13 @@ private func fileSize(_ path: String) -> (size: Int, allocated: Int) {
         #expect(busy?.errno == .resourceBusy)
         #expect(FileHolder.holders(of: path).map(\.command).contains("flock"))
     }
+}
+
+/// Names of this process's threads (/proc/self/task/*/comm).
+private func threadNames() -> [String] {
+    let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+    return tasks.compactMap { try? String(contentsOfFile: "/proc/self/task/\($0)/comm", encoding: .utf8) }
+        .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
 }
 
 /// O_EXCL open of a block device fails with EBUSY while someone has claimed it.

@@ -290,6 +290,46 @@ func path(_ fs: FileSystem, _ p: String) throws -> InodeNumber {
         }
     }
 
+    /// Shrink, truncate up (not to a cluster boundary), then write past the new end: the
+    /// bytes between read as zeros, not as what the file held before the shrink. (The
+    /// truncate up used to zero only up to its new size and then mark the whole old tail
+    /// as zero, so the write's extension exposed the rest.)
+    @Test func extensionsAfterAShrinkReadZeros() throws {
+        let h = try FSHarness()
+        let fs = try h.mount()
+        try h.run {
+            let old = [UInt8](repeating: 0x71, count: 40000)
+            let ino = try await makeFile(fs, rootInodeNumber, "f", old)
+            let o = try await fs.open(ino, flags: O_RDWR)
+            _ = try await fs.setattr(ino, SetAttributes(size: 30), handle: o.handle, caller: me)
+            _ = try await fs.setattr(ino, SetAttributes(size: 3324), handle: o.handle, caller: me)
+            let buf = AlignedBuffer(count: 5, alignment: 1)
+            buf.bytes.copyBytes(from: [1, 2, 3, 4, 5])
+            _ = try await fs.write(ino, handle: o.handle, offset: 10055, data: buf, count: 5)
+            try await fs.release(ino, handle: o.handle)
+            let want = [UInt8](old[0..<30]) + [UInt8](repeating: 0, count: 10055 - 30) + [1, 2, 3, 4, 5]
+            let got = try await contents(fs, ino)
+            #expect(got.count == want.count && got == want, "first difference at \(zip(got, want).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? -1)")
+            // Clusters allocated past the end (fallocate KEEP_SIZE), then a small extension
+            // that stops well before them.
+            let o2 = try await fs.open(ino, flags: O_RDWR)
+            try await fs.fallocate(ino, handle: o2.handle, mode: 0x01, offset: 1 << 20, length: 64 << 10)
+            _ = try await fs.write(ino, handle: o2.handle, offset: 10060, data: buf, count: 5)
+            try await fs.release(ino, handle: o2.handle)
+            let got2 = try await contents(fs, ino)
+            #expect(got2.count == want.count + 5 && got2 == want + [1, 2, 3, 4, 5])
+            // The same after a shrink (nothing known to be zero past the end).
+            let o3 = try await fs.open(ino, flags: O_RDWR)
+            _ = try await fs.setattr(ino, SetAttributes(size: 100), handle: o3.handle, caller: me)
+            try await fs.fallocate(ino, handle: o3.handle, mode: 0x01, offset: 2 << 20, length: 64 << 10)
+            _ = try await fs.write(ino, handle: o3.handle, offset: 200, data: buf, count: 5)
+            try await fs.release(ino, handle: o3.handle)
+            let got3 = try await contents(fs, ino)
+            #expect(got3.count == 205 && got3 == Array(want[0..<100]) + [UInt8](repeating: 0, count: 100) + [1, 2, 3, 4, 5])
+            try await fs.unmount()
+        }
+    }
+
     @Test func fullDiskGivesENOSPCAndStaysConsistent() throws {
         let h = try FSHarness(bytes: 8 << 20)
         let fs = try h.mount()

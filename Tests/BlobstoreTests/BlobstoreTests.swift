@@ -59,6 +59,54 @@ func initStore(_ h: StoreHarness, cluster: UInt32 = 64 << 10, mdPages: UInt32? =
         }
     }
 
+    /// Thin allocation of a new cluster, reading nothing back: a write covering all of it
+    /// zero-fills nothing; a small one into a small cluster writes the whole cluster, zeros
+    /// and data, in one request; into a large cluster it zero-fills the rest (the device's
+    /// free space holds old bytes here) and writes its partial blocks built from zeros in
+    /// memory. A write into a cluster already allocated still reads its partial blocks.
+    @Test(arguments: [UInt32(64 << 10), 1 << 20])
+    func newClusterFillNeedsNoRead(cluster: UInt32) throws {
+        final class Counter: @unchecked Sendable { var dev: CountingBDev? }
+        let counter = Counter()
+        let h = try StoreHarness(bytes: 32 << 20, wrap: { m in
+            let c = CountingBDev(m)
+            counter.dev = c
+            return c
+        })
+        let c = counter.dev!
+        try h.run {
+            let s = try await initStore(h, cluster: cluster)
+            // Old bytes in every free cluster.
+            let cs = s.clusterSize
+            for i in 0..<s.usedClusters.count where !s.usedClusters[i] {
+                UnsafeMutableRawBufferPointer(rebasing: h.malloc.storage.bytes[(i * cs)..<((i + 1) * cs)]).initializeMemory(as: UInt8.self, repeating: 0xAA)
+            }
+            let b = try await s.createBlob(.init(numClusters: 4, thinProvision: true))
+            var model = [UInt8](repeating: 0, count: 4 * cs)
+            func put(_ off: Int, _ bytes: [UInt8]) async throws {
+                try await write(b, UInt64(off), bytes)
+                model.replaceSubrange(off..<off + bytes.count, with: bytes)
+            }
+            let small = cs - 5000 <= Blob.wholeClusterFillLimit
+            #expect(small == (cluster == 64 << 10))
+            // Two partial blocks (100..<5100) of cluster 1.
+            var (r, w, z) = (c.reads, c.writes, c.zeroes)
+            try await put(cs + 100, [UInt8](repeating: 7, count: 5000))
+            #expect(c.reads == r && c.writes == w + 1 && c.zeroes == z + (small ? 0 : 1))
+            // The whole of cluster 2, unaligned in memory.
+            (r, w, z) = (c.reads, c.writes, c.zeroes)
+            try await put(2 * cs, (0..<cs).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 1) })
+            #expect(c.reads == r && c.zeroes == z)
+            // A partial block inside allocated cluster 1: read, patch, write.
+            (r, w) = (c.reads, c.writes)
+            try await put(cs + 9000, [1, 2, 3])
+            #expect(c.reads == r + 1 && c.writes == w + 1)
+            #expect(try await readAll(b, length: model.count) == model)
+            try await b.close()
+            try await s.unload()
+        }
+    }
+
     @Test func thinBlobAllocatesOnWriteAndFreesOnZero() throws {
         let h = try StoreHarness(bytes: 16 << 20)
         try h.run {
@@ -232,4 +280,22 @@ func initStore(_ h: StoreHarness, cluster: UInt32 = 64 << 10, mdPages: UInt32? =
             try await s.unload()
         }
     }
+}
+
+/// Counts the requests that reach the device, by kind (reactor-confined).
+final class CountingBDev: StackedBlockDevice, @unchecked Sendable {
+    let inner: any BlockDevice
+    var reads = 0, writes = 0, zeroes = 0, flushes = 0
+    init(_ inner: any BlockDevice) { self.inner = inner }
+    var ioMode: String { inner.ioMode }
+    func submit(_ request: BDevRequest, completion: @escaping BDevCompletion) {
+        switch request {
+        case .read: reads += 1
+        case .write: writes += 1
+        case .writeZeroes, .unmap: zeroes += 1
+        case .flush: flushes += 1
+        }
+        inner.submit(request, completion: completion)
+    }
+    func close() { inner.close() }
 }

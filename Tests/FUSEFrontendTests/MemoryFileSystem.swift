@@ -310,7 +310,8 @@ final class MemoryFileSystem: FileSystemOperations, @unchecked Sendable {
         return ReadResult(buffer: buf, count: count)
     }
 
-    func write(_ ino: InodeNumber, handle: UInt64, offset: UInt64, data: AlignedBuffer, count: Int) async throws(FSError) -> Int {
+    func write(_ ino: InodeNumber, handle: UInt64, offset: UInt64, data: AlignedBuffer, count: Int,
+               touchTimes: Bool) async throws(FSError) -> Int {
         try await enterAsync("write")
         record.writeSizes.append(count)
         let n = try node(ino)
@@ -319,7 +320,7 @@ final class MemoryFileSystem: FileSystemOperations, @unchecked Sendable {
         n.data.withUnsafeMutableBytes { dst in
             (dst.baseAddress! + Int(offset)).copyMemory(from: data.baseAddress, byteCount: count)
         }
-        n.mtime = .now(); n.ctime = n.mtime
+        if touchTimes { n.mtime = .now(); n.ctime = n.mtime }
         return count
     }
 

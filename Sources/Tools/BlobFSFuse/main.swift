@@ -37,7 +37,9 @@ struct BlobFSFuse: ParsableCommand {
         by default; nodefault_permissions turns it off), fsname=NAME, commit=SECONDS \
         (background commit interval, default 5, 0 = off), log_level=LEVEL (as --log-level), \
         acl (the default: POSIX access and default ACLs, enforced by the kernel with \
-        default_permissions; getfacl/setfacl work) or noacl. \
+        default_permissions; getfacl/setfacl work) or noacl, writeback_cache or \
+        nowriteback_cache (whether the kernel buffers written data in its page cache and \
+        sends it in large requests later; see DURABILITY). \
         mount(8) options such as \
         defaults, auto, noauto, user, nouser, dev, suid, exec, _netdev, nofail and x-* are \
         accepted and ignored; anything else is passed to FUSE.
@@ -137,6 +139,7 @@ struct BlobFSFuse: ParsableCommand {
         var allowOther = false
         var defaultPermissions = true
         var acl = true
+        var writebackCache = FUSEMountOptions().writebackCache
         var fsname: String?
         var commit: Double = 5
         var logLevel: Logger.Level = .info
@@ -157,6 +160,8 @@ struct BlobFSFuse: ParsableCommand {
             case "default_permissions": o.defaultPermissions = true
             case "nodefault_permissions": o.defaultPermissions = false
             case "fsname" where kv.count == 2: o.fsname = kv[1]
+            case "writeback_cache": o.writebackCache = true
+            case "nowriteback_cache", "no_writeback_cache": o.writebackCache = false
             case "acl": o.acl = true
             case "noacl": o.acl = false
             case "subtype": break
@@ -264,6 +269,7 @@ struct BlobFSFuse: ParsableCommand {
         fo.allowOther = o.allowOther
         fo.defaultPermissions = o.defaultPermissions
         fo.posixACL = acl
+        fo.writebackCache = o.writebackCache
         fo.extra = o.extra
         let session: FUSESession
         do { session = try FUSESession(fs: fs, reactor: reactor, mountpoint: mountpoint, options: fo) }
