@@ -330,7 +330,7 @@ final class MetadataJournal {
         let s = committed
         guard tail <= s else { return }
         let snapshot = overlay.pages.filter { $0.value.seq <= s }
-        try await writeInPlace(snapshot.mapValues(\.image))
+        try await Self.writeInPlace(snapshot.mapValues(\.image), io: store.io)
         do { try await store.bdev.flush() } catch { throw BlobstoreError(error) }
         try await writeHeader(tail: s + 1)
         do { try await store.bdev.flush() } catch { throw BlobstoreError(error) }
@@ -352,10 +352,6 @@ final class MetadataJournal {
 
     /// Write page images into their metadata slots: runs of consecutive pages, ≤ 1 MiB each,
     /// all in flight at once.
-    func writeInPlace(_ images: [UInt32: [UInt8]]) async throws(BlobstoreError) {
-        try await Self.writeInPlace(images, io: store.io)
-    }
-
     static func writeInPlace(_ images: [UInt32: [UInt8]], io: MetadataIO) async throws(BlobstoreError) {
         let sorted = images.keys.sorted()
         guard !sorted.isEmpty else { return }
@@ -439,18 +435,13 @@ extension Blobstore {
         let apply = scan.applicable(options.journalReplay)
         loadReport.journalBatchesReplayed = apply.count
         loadReport.journalBatchesDiscarded = scan.batches.count - apply.count
-        let images = scan.images(options.journalReplay)
         if readOnly {
-            io.overlay.load(images)
+            io.overlay.load(scan.images(options.journalReplay))
             return
         }
-        if !images.isEmpty {
-            try await MetadataJournal.writeInPlace(images, io: io)
-            do { try await bdev.flush() } catch { throw BlobstoreError(error, "journal replay") }
-        }
-        let j = MetadataJournal(store: self, geometry: g, epoch: scan.header.epoch &+ 1, maxDirtyPages: maxDirtyMetadataPages)
-        try await j.start()
-        journal = j
+        // Images in place, then the new epoch's empty header (what `start` would write).
+        try await Self.applyJournal(scan, policy: options.journalReplay, io: io)
+        journal = MetadataJournal(store: self, geometry: g, epoch: scan.header.epoch &+ 1, maxDirtyPages: maxDirtyMetadataPages)
     }
 
     /// Give the store a metadata journal of about `bytes` (a thick blob with `xattrs` and the
