@@ -18,6 +18,9 @@ public struct MountOptions: Sendable {
     /// Size of the metadata journal a writable mount creates on a volume without one
     /// (nil: 1/32 of the device, between 256 KiB and 64 MiB).
     public var journalBytes: Int? = nil
+    /// The most metadata pages (4 KiB each) the journal keeps dirty in memory before a log
+    /// waits for a checkpoint (nil: the blobstore's default, 16384 = 64 MiB).
+    public var maxDirtyMetadataPages: Int? = nil
     /// Which journal batches the mount replays (the power-cut harness asks for committed
     /// batches only, as after a reboot).
     public var journalReplay: JournalReplayPolicy = .automatic
@@ -92,6 +95,7 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
         var lo = BlobstoreLoadOptions()
         lo.readOnly = options.readOnly
         lo.journalReplay = options.journalReplay
+        if let n = options.maxDirtyMetadataPages { lo.maxDirtyMetadataPages = n }
         let store: Blobstore
         do { store = try await Blobstore.load(bdev: bdev, reactor: reactor, options: lo) }
         catch { throw FSError(error.errno.rawValue, error.message) }
@@ -140,9 +144,11 @@ public final class FileSystem: FileSystemOperations, @unchecked Sendable {
 
     /// Give a freshly initialized store its root directory (mode 0755, owned by `owner`),
     /// as the first mount would, and unload it cleanly (mkfs.blobfs, `format`).
-    public static func createRoot(bdev: any BlockDevice, reactor: Reactor, owner: (uid: UInt32, gid: UInt32)) async throws(FSError) {
+    public static func createRoot(bdev: any BlockDevice, reactor: Reactor, owner: (uid: UInt32, gid: UInt32),
+                                  journalBytes: Int? = nil) async throws(FSError) {
         var mo = MountOptions()
         mo.rootOwner = owner
+        mo.journalBytes = journalBytes
         mo.commitInterval = 0
         let fs = try await mount(bdev: bdev, reactor: reactor, options: mo)
         try await fs.unmount()

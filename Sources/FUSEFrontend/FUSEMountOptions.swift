@@ -18,8 +18,9 @@ public struct FUSEMountOptions: Sendable {
     public var attrTimeout: Double
     /// Seconds the kernel may cache a failed lookup (0: ENOENT is not cached).
     public var negativeTimeout: Double
-    /// FUSE_CAP_WRITEBACK_CACHE: the kernel buffers writes and sends them later (off: every
-    /// write(2) reaches the filesystem before it returns). The kernel then owns size and
+    /// FUSE_CAP_WRITEBACK_CACHE (on by default): the kernel buffers writes and sends them
+    /// later, at the latest when the file is closed (off: every write(2) reaches the
+    /// filesystem before it returns). The kernel then owns size and
     /// times while it holds dirty pages: the session strips O_APPEND from handles, leaves
     /// mtime/ctime to the kernel's setattr and answers lseek with ENOSYS (docs/DURABILITY.md).
     public var writebackCache: Bool
@@ -45,7 +46,7 @@ public struct FUSEMountOptions: Sendable {
 
     public init(fsname: String = "blobfs", subtype: String = "blobfs", readOnly: Bool = false, allowOther: Bool = false,
                 defaultPermissions: Bool = true, entryTimeout: Double = 1.0, attrTimeout: Double = 1.0,
-                negativeTimeout: Double = 0, writebackCache: Bool = false, maxWrite: Int = 1 << 20,
+                negativeTimeout: Double = 0, writebackCache: Bool = true, maxWrite: Int = 1 << 20,
                 readdirPlus: ReaddirPlusMode = .auto, extra: [String] = []) {
         self.fsname = fsname; self.subtype = subtype; self.readOnly = readOnly; self.allowOther = allowOther
         self.defaultPermissions = defaultPermissions; self.entryTimeout = entryTimeout; self.attrTimeout = attrTimeout

@@ -55,7 +55,10 @@ final class MountedFS: @unchecked Sendable {
         try check(Glibc.mkdir(mountpoint, 0o755), "mkdir \(mountpoint)")
         reactor = try Reactor(name: "fuse-test")
         fs = MemoryFileSystem(reactor: reactor)
-        var o = options ?? FUSEMountOptions()
+        // Without the writeback cache (the daemon's default is on): these tests check each
+        // request as the application makes it; the cache has its own tests (here with
+        // `writebackCache: true`, and IntegrationTests' WritebackCacheTests).
+        var o = options ?? FUSEMountOptions(writebackCache: false)
         o.fsname = testFSName
         do {
             session = try FUSESession(fs: fs, reactor: reactor, mountpoint: mountpoint, options: o, batchLimit: batchLimit)

@@ -98,8 +98,11 @@ import TestSupport
         os.removexattr('g', 'user.k'); assert os.listxattr('g') == []
         fd = os.open('sparse', os.O_CREAT | os.O_RDWR)
         os.pwrite(fd, b'X', 5 << 20)
-        assert os.lseek(fd, 0, os.SEEK_DATA) == (5 << 20) // 16384 * 16384, os.lseek(fd, 0, os.SEEK_DATA)
-        assert os.lseek(fd, 0, os.SEEK_HOLE) == 0
+        # With the writeback cache (the default) the kernel answers SEEK_DATA/SEEK_HOLE itself
+        # (data it has not sent is invisible to the daemon): the whole file is data, which
+        # POSIX allows. FUSEFrontendTests and BlobFSTests check the daemon's own answers.
+        assert os.lseek(fd, 0, os.SEEK_DATA) == 0, os.lseek(fd, 0, os.SEEK_DATA)
+        assert os.lseek(fd, 0, os.SEEK_HOLE) == os.fstat(fd).st_size
         assert libc.fallocate(fd, 3, ctypes.c_long(5 << 20), ctypes.c_long(16384)) == 0   # PUNCH_HOLE|KEEP_SIZE
         assert os.pread(fd, 1, 5 << 20) == b'\\0' and os.fstat(fd).st_size == (5 << 20) + 1
         assert os.fstat(fd).st_blocks == 0

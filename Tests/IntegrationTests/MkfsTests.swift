@@ -22,6 +22,39 @@ import TestSupport
         #expect(help.status == 0 && help.output.contains("EXIT STATUS"))
     }
 
+    /// The metadata journal's size (mkfs --journal-size) and the dirty-metadata limit
+    /// (blobfs-fuse -o dirty_limit): bad values are refused, a small limit makes operations
+    /// wait for checkpoints and loses nothing.
+    @Test func journalSizeAndDirtyLimit() throws {
+        let dir = try TemporaryDirectory(prefix: "blobfs-mkfs-journal")
+        let img = dir.path + "/v.img"
+        let made = try run([Tools.mkfs, "-s", "64M", "-J", "1M", img])
+        #expect(made.status == 0 && made.output.contains("metadata journal:  1 MiB"), "\(made.output)")
+        let ls = try run([Tools.inspect, "ls", "--json", img])
+        let blobs = (try? JSONSerialization.jsonObject(with: Data(ls.output.utf8))) as? [[String: Any]] ?? []
+        let journal = blobs.filter { $0["type"] as? String == "journal" }
+        #expect(journal.count == 1 && journal.first?["clusters"] as? Int == 64, "1 MiB = 64 clusters of 16 KiB: \(ls.output)")
+        for (bad, why) in [("100K", "between 256K and 1G"), ("lots", "expected a size"), ("32M", "more than a quarter")] {
+            let r = try run([Tools.mkfs, "-f", "-J", bad, img])
+            #expect(r.status == 64 && r.output.contains(why), "-J \(bad): \(r.output)")
+        }
+        for bad in ["journal_size=1K", "dirty_limit=12", "dirty_limit"] {
+            let r = try run([Tools.blobfsFuse, "-f", "-o", bad, img, dir.path])
+            #expect(r.status == 64 && r.output.contains(bad.split(separator: "=")[0]), "-o \(bad): \(r.output)")
+        }
+        // 1 MiB of dirty metadata = 256 pages: 1500 files need several checkpoints on the way.
+        let m = try Mount([img], options: ["-o", "dirty_limit=1M,commit=0"], dir: dir)
+        defer { m.stop() }
+        let w = try sh("cd \(m.mountpoint) && mkdir d && for i in $(seq 1 1500); do echo $i > d/f$i; done && cat d/f1 d/f1500")
+        #expect(w.status == 0 && w.output == "1\n1500\n", "\(w.output)")
+        #expect(m.stop() == 0, "\(m.logText)")
+        let fsck = try run([Tools.fsck, "-n", "-f", img])
+        #expect(fsck.status == 0, "\(fsck.output)")
+        let m2 = try Mount([img], dir: dir)
+        defer { m2.stop() }
+        #expect(try sh("ls \(m2.mountpoint)/d | wc -l").output.trimmingCharacters(in: .whitespacesAndNewlines) == "1500")
+    }
+
     @Test func refusesOtherFilesystemsUnlessForced() throws {
         let dir = try TemporaryDirectory(prefix: "blobfs-mkfs-ext4")
         let img = dir.path + "/ext4.img"

@@ -35,11 +35,15 @@ struct BlobFSFuse: ParsableCommand {
 
         MOUNT OPTIONS (-o, comma separated): ro, rw, allow_other, default_permissions (on \
         by default; nodefault_permissions turns it off), fsname=NAME, commit=SECONDS \
-        (background commit interval, default 5, 0 = off), log_level=LEVEL (as --log-level), \
+        (background commit interval, default 5, 0 = off), journal_size=SIZE (size of the \
+        metadata journal this mount creates if the volume has none; mkfs.blobfs makes one, \
+        see its --journal-size), dirty_limit=SIZE (the most changed metadata kept in memory \
+        before operations wait for a checkpoint, default 64M), log_level=LEVEL (as --log-level), \
         acl (the default: POSIX access and default ACLs, enforced by the kernel with \
-        default_permissions; getfacl/setfacl work) or noacl, writeback_cache or \
-        nowriteback_cache (whether the kernel buffers written data in its page cache and \
-        sends it in large requests later; see DURABILITY). \
+        default_permissions; getfacl/setfacl work) or noacl, writeback_cache (the \
+        default: the kernel buffers written data in its page cache and sends it in large \
+        requests later, at the latest at close(2)) or nowriteback_cache (every write(2) \
+        reaches the daemon before it returns; see DURABILITY). \
         mount(8) options such as \
         defaults, auto, noauto, user, nouser, dev, suid, exec, _netdev, nofail and x-* are \
         accepted and ignored; anything else is passed to FUSE.
@@ -142,6 +146,8 @@ struct BlobFSFuse: ParsableCommand {
         var writebackCache = FUSEMountOptions().writebackCache
         var fsname: String?
         var commit: Double = 5
+        var journalBytes: Int?
+        var dirtyLimitPages: Int?
         var logLevel: Logger.Level = .info
         var extra: [String] = []
     }
@@ -173,6 +179,16 @@ struct BlobFSFuse: ParsableCommand {
             case "commit":
                 guard kv.count == 2, let v = Double(kv[1]), v >= 0 else { throw ValidationError("-o commit=SECONDS needs a number ≥ 0") }
                 o.commit = v
+            case "journal_size":
+                guard kv.count == 2, let n = try? parseByteSize(kv[1]), n >= 256 << 10, n <= 1 << 30 else {
+                    throw ValidationError("-o journal_size=SIZE needs a size between 256K and 1G")
+                }
+                o.journalBytes = Int(n)
+            case "dirty_limit":
+                guard kv.count == 2, let n = try? parseByteSize(kv[1]), n >= 1 << 20, n <= 16 << 30 else {
+                    throw ValidationError("-o dirty_limit=SIZE needs a size between 1M and 16G")
+                }
+                o.dirtyLimitPages = Int(n / 4096)
             default:
                 if ignored.contains(kv[0]) || kv[0].hasPrefix("x-") { continue }
                 o.extra.append(item)
@@ -230,6 +246,8 @@ struct BlobFSFuse: ParsableCommand {
         var mo = MountOptions()
         mo.readOnly = o.readOnly
         mo.commitInterval = o.commit
+        mo.journalBytes = o.journalBytes
+        mo.maxDirtyMetadataPages = o.dirtyLimitPages
         mo.posixACL = acl
         // A volume without a root directory (fresh, or made by SPDK) gets one owned by the
         // user who mounts it, as mkfs.blobfs does.

@@ -28,6 +28,11 @@ struct Mkfs: ParsableCommand {
         32 KiB of capacity. Use --md-pages to change that, --spdk-defaults for SPDK's own \
         layout (1 MiB clusters, one metadata page per cluster).
 
+        The volume gets a metadata journal (a thick blob that SPDK lists as the empty file \
+        /.blobfs-journal): 1/32 of the device, between 256 KiB and 64 MiB, or --journal-size. \
+        A bigger journal lets more metadata changes wait for a checkpoint; see \
+        docs/ARCHITECTURE.md, "Metadata journal".
+
         mkfs.blobfs refuses to overwrite an existing blobstore, a known filesystem or \
         partition table unless -f is given. It refuses a volume that is mounted or in \
         use (held read-write by blobfs-fuse, fsck.blobfs or another mkfs.blobfs, or a \
@@ -59,6 +64,9 @@ struct Mkfs: ParsableCommand {
     @Option(name: [.customShort("N"), .customLong("md-pages")], help: ArgumentHelp("Number of metadata pages = most files and directories (default: one per 32 KiB, at least 1024).", valueName: "COUNT"))
     var mdPages: UInt32?
 
+    @Option(name: [.customShort("J"), .customLong("journal-size")], help: ArgumentHelp("Size of the metadata journal (256K to 1G; default 1/32 of the device, 256 KiB to 64 MiB).", valueName: "SIZE"))
+    var journalSize: String?
+
     @Flag(name: .long, help: "Use SPDK's defaults: 1 MiB clusters and one metadata page per cluster.")
     var spdkDefaults = false
 
@@ -85,6 +93,10 @@ struct Mkfs: ParsableCommand {
             throw ValidationError("--spdk-defaults cannot be combined with --cluster-size or --md-pages")
         }
         if size != nil && device == nil { throw ValidationError("--size applies to an IMAGE file") }
+        if let j = journalSize {
+            guard let n = try? parseByteSize(j) else { throw ValidationError("--journal-size \(j): expected a size such as 4M") }
+            guard n >= 256 << 10 && n <= 1 << 30 else { throw ValidationError("--journal-size \(j): must be between 256K and 1G") }
+        }
         if let o = rootOwner, Self.parseOwner(o) == nil { throw ValidationError("--root-owner \(o): expected UID:GID (numbers)") }
     }
 
@@ -169,14 +181,20 @@ struct Mkfs: ParsableCommand {
         }
         let options = opts
         let owner = rootOwner.flatMap(Self.parseOwner) ?? (getuid(), getgid())
+        let journalBytes = journalSize.flatMap { try? parseByteSize($0) }.map { Int($0) }
+        if let j = journalBytes, UInt64(j) > dev.byteCount / 4 {
+            throw ToolError("--journal-size \(journalSize ?? ""): more than a quarter of the device (\(formatBytes(dev.byteCount)))", exitCode: 2)
+        }
         let summary: (Summary)
         do {
             summary = try rt.run {
                 let store = try await Blobstore.initialize(bdev: dev, reactor: rt.reactor, options: options)
                 let summary = Summary(store)
                 try await store.unload()
-                try await FileSystem.createRoot(bdev: dev, reactor: rt.reactor, owner: owner)
-                return summary
+                try await FileSystem.createRoot(bdev: dev, reactor: rt.reactor, owner: owner, journalBytes: journalBytes)
+                var s = summary
+                s.journalBytes = journalBytes ?? MountOptions.defaultJournalBytes(deviceBytes: dev.byteCount)
+                return s
             }
         } catch let e as BlobstoreError {
             if showProgress { printError("") }
@@ -194,6 +212,7 @@ struct Mkfs: ParsableCommand {
 struct Summary: Sendable {
     var clusterSize: Int, totalClusters: Int, dataClusters: Int, metadataClusters: Int
     var mdPages: Int, mdPageSize: Int, blockSize: Int
+    var journalBytes = 0
     init(_ s: Blobstore) {
         clusterSize = s.clusterSize; totalClusters = s.totalClusters; dataClusters = s.totalDataClusters
         metadataClusters = s.metadataClusters; mdPages = s.mdPageCount; mdPageSize = s.pageSize; blockSize = s.blockSize
@@ -205,6 +224,7 @@ struct Summary: Sendable {
           cluster size:      \(formatBytes(UInt64(clusterSize)))
           clusters:          \(totalClusters) (\(dataClusters) for data = \(formatBytes(UInt64(dataClusters) * UInt64(clusterSize))))
           metadata pages:    \(mdPages) of \(mdPageSize) bytes, in \(metadataClusters) cluster(s)
+          metadata journal:  \(formatBytes(UInt64(journalBytes)))
         """
     }
 }
