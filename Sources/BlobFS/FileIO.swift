@@ -180,9 +180,14 @@ extension FileSystem {
         n.zeroFrom = mappedBeyond ? nil : s
     }
 
+    /// close(2) of one descriptor (the kernel waits for this reply; RELEASE comes later,
+    /// asynchronously, after close has returned). The file's changed metadata (size,
+    /// mapping, times) is logged here — one journal batch, submitted, not waited for — so
+    /// that a daemon kill after close(2) returned loses nothing of the file. With the
+    /// writeback cache the kernel has sent the file's data (and times) before this.
     public func flush(_ ino: InodeNumber, handle: UInt64) async throws(FSError) {
-        // close(2) of one descriptor: metadata is written at release; nothing to do here.
-        _ = try fileHandle(handle, ino)
+        let (n, _) = try fileHandle(handle, ino)
+        if !store.readOnly && !n.unlinked && (n.dirty || (n.blob?.isDirty ?? false)) { try await persist(n) }
     }
 
     public func release(_ ino: InodeNumber, handle: UInt64) async throws(FSError) {
