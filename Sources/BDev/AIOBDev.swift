@@ -44,6 +44,9 @@ public final class AIOBDev: BlockDevice, @unchecked Sendable {
     public let blockCount: UInt64
     public let bufferAlignment: Int
     public let ioMode: String
+    /// Linux completes a dead process's submitted AIO before its descriptors close.
+    public var submittedWritesOutliveProcess: Bool { true }
+    public var hasBacklog: Bool { backlogHead < backlog.count }
     /// True when the device is driven with O_DIRECT.
     public let isDirect: Bool
     public let queueDepth: Int

@@ -47,6 +47,15 @@ public protocol BlockDevice: ReactorPoller, Sendable {
     var bufferAlignment: Int { get }
     /// A human-readable note on how the device is driven (e.g. "O_DIRECT", "buffered+fdatasync").
     var ioMode: String { get }
+    /// Whether a write, once submitted, reaches the device even if this process dies before
+    /// it completes (Linux completes a dead process's AIO before its files close). Then the
+    /// blobstore may answer a data write at submission (docs/DURABILITY.md, "Daemon kill").
+    /// Not so for the user-space NVMe driver: its DMA mappings go with the process.
+    var submittedWritesOutliveProcess: Bool { get }
+    /// Whether requests are waiting in a software queue because every hardware/kernel slot
+    /// is busy. Such a request has not reached the kernel: a process that dies now loses
+    /// it, so whoever answers at submission must wait for its completion instead.
+    var hasBacklog: Bool { get }
 
     func submit(_ request: BDevRequest, completion: @escaping BDevCompletion)
     /// Memory suitable for this device's data transfers (aligned; NUMA-local or DMA-able).
@@ -57,6 +66,8 @@ public protocol BlockDevice: ReactorPoller, Sendable {
 
 extension BlockDevice {
     public var byteCount: UInt64 { blockCount * UInt64(blockSize) }
+    public var submittedWritesOutliveProcess: Bool { false }
+    public var hasBacklog: Bool { false }
 
     public func allocateBuffer(byteCount: Int) -> AlignedBuffer {
         AlignedBuffer(count: byteCount, alignment: max(bufferAlignment, 64))
@@ -142,6 +153,8 @@ extension StackedBlockDevice {
     public var physicalBlockSize: Int { inner.physicalBlockSize }
     public var blockCount: UInt64 { inner.blockCount }
     public var bufferAlignment: Int { inner.bufferAlignment }
+    public var submittedWritesOutliveProcess: Bool { inner.submittedWritesOutliveProcess }
+    public var hasBacklog: Bool { inner.hasBacklog }
     public func poll() -> Int { inner.poll() }
     public var wakeupFD: Int32? { inner.wakeupFD }
     public var hasOutstandingWork: Bool { inner.hasOutstandingWork }

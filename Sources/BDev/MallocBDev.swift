@@ -13,6 +13,10 @@ public final class MallocBDev: BlockDevice, @unchecked Sendable {
     public let physicalBlockSize: Int
     public let blockCount: UInt64
     public let bufferAlignment: Int
+    /// Vacuous: the device's contents die with the process anyway, so answering a write
+    /// at submission loses nothing more (and the power-cut harness, which runs on malloc,
+    /// exercises the blobstore's early answers).
+    public var submittedWritesOutliveProcess: Bool { true }
     public var ioMode: String { storage.numaNode.map { "RAM (NUMA node \($0))" } ?? "RAM" }
     public let storage: AlignedBuffer
     private var completions: [(BDevCompletion, Result<Void, BDevError>)] = []

@@ -76,7 +76,9 @@ extension FileSystem {
         let b = try await openBlobLocked(n)
         if off + UInt64(count) > n.size { try await prepareExtension(n, b, from: off, to: off + UInt64(count)) }
         try await ensureCapacity(n, b, bytes: off + UInt64(count))
-        do { try await b.write(at: off, from: UnsafeRawBufferPointer(data.slice(0, count))) } catch { throw mapError(error) }
+        // Answered at submission where the store allows it (the journal, a device whose
+        // submitted writes outlive a daemon kill): `data` is kept until the write lands.
+        do { try await b.write(at: off, from: UnsafeRawBufferPointer(data.slice(0, count)), retaining: data) } catch { throw mapError(error) }
         withExtendedLifetime(data) {}
         if off + UInt64(count) > n.size { n.size = off + UInt64(count) }
         if touchTimes {
@@ -188,6 +190,8 @@ extension FileSystem {
     public func flush(_ ino: InodeNumber, handle: UInt64) async throws(FSError) {
         let (n, _) = try fileHandle(handle, ino)
         if !store.readOnly && !n.unlinked && (n.dirty || (n.blob?.isDirty ?? false)) { try await persist(n) }
+        // A write answered at submission that has failed since (not waited for here).
+        if let e = n.blob?.takeWriteError() { throw mapError(e) }
     }
 
     public func release(_ ino: InodeNumber, handle: UInt64) async throws(FSError) {
@@ -209,6 +213,8 @@ extension FileSystem {
         if store.readOnly { return }
         if n.dirty || (n.blob?.isDirty ?? false) { try await persist(n) }
         do { try await store.flush() } catch { throw mapError(error) }
+        // The flush's commit waited for every data write answered at submission.
+        if let e = n.blob?.takeWriteError() { throw mapError(e) }
     }
 
     // MARK: fallocate, lseek, copy_file_range

@@ -59,8 +59,12 @@ public final class Blob: @unchecked Sendable {
     var addedMappings = false
     /// Thin clusters being allocated (index → waiters): reads and writes of that cluster wait.
     var allocating: [Int: [UnsafeContinuation<Void, Never>]] = [:]
-    /// Block ranges with a write in flight; overlapping writes wait (keeps read-modify-write safe).
+    /// Block ranges with a write in flight; overlapping writes wait (keeps read-modify-write
+    /// safe), and so do reads (a write answered at submission may not have landed yet).
     var writeRanges: [(range: Range<UInt64>, token: Int)] = []
+    /// The first failure of a write answered at submission, until `takeWriteError` reports
+    /// it (fsync and close of the file return it, as the kernel reports writeback errors).
+    var writeError: BlobstoreError?
     var writeWaiters: [UnsafeContinuation<Void, Never>] = []
     var nextWriteToken = 0
 
@@ -199,6 +203,7 @@ public final class Blob: @unchecked Sendable {
         let old = clusters.count
         let new = Int(n)
         if new == old { return }
+        if new < old { await waitForWrites() }   // no write may land in a released cluster
         let per = FormatConstants.extentsPerExtentPage
         let oldSlots = usesExtentTable ? extentPages.count : 0
         let newSlots = usesExtentTable ? (new + per - 1) / per : 0
@@ -380,6 +385,8 @@ public final class Blob: @unchecked Sendable {
     public func close() async throws(BlobstoreError) {
         store.reactor.assertOnReactor()
         precondition(openCount > 0, "close of blob \(id) that is not open")
+        // Writes answered at submission land before the blob can go (and its clusters with it).
+        if openCount == 1 { await waitForWrites() }
         if openCount == 1 && isDirty && !store.readOnly {
             try await persist()
         }

@@ -48,6 +48,15 @@ extension Blob {
         try checkRange(offset, buffer.count, "read")
         if buffer.isEmpty { return }
         let bs = UInt64(store.blockSize)
+        // No write in flight over the range, no cluster of it being allocated: checked
+        // together, with no suspension between that and the submissions below (a cluster
+        // mapped by a write answered at submission is written until its range unlocks).
+        while true {
+            await waitForWrites(overlapping: offset / bs ..< (offset + UInt64(buffer.count) + bs - 1) / bs)
+            let pending = segments(offset: offset, length: buffer.count).map(\.clusterIndex).filter { allocating[$0] != nil }
+            if pending.isEmpty { break }
+            for ci in pending { await waitForAllocation(ci) }
+        }
         var requests: [BDevRequest] = []
         var bounces: [(AlignedBuffer, skip: Int, dst: UnsafeMutableRawBufferPointer)] = []
         var parentReads: [(UInt64, UnsafeMutableRawBufferPointer)] = []
@@ -115,33 +124,51 @@ extension Blob {
     // MARK: Write
 
     /// Write `data` at byte `offset`. Thin clusters are allocated on first write.
-    public func write(at offset: UInt64, from data: UnsafeRawBufferPointer) async throws(BlobstoreError) {
+    ///
+    /// Given `retaining` (the owner of `data`'s memory) on a store that
+    /// `answersWritesAtSubmission`, returns once the device requests are submitted, keeping
+    /// `retaining` alive until they complete. Until then the range stays locked (reads and
+    /// writes of it wait), a commit waits for it before its flush, and so do the blob's
+    /// last close and any shrink. A failure is kept for `takeWriteError`.
+    public func write(at offset: UInt64, from data: UnsafeRawBufferPointer, retaining owner: AnyObject? = nil) async throws(BlobstoreError) {
         store.reactor.assertOnReactor()
         try store.ensureWritable("write blob \(id)")
         if flags.isDataReadOnly { throw .readOnly("blob \(id) is read-only") }
         try checkRange(offset, data.count, "write")
         if data.isEmpty { return }
         let bs = UInt64(store.blockSize)
-        let blockRange = offset / bs ..< (offset + UInt64(data.count) + bs - 1) / bs
+        let early = owner != nil && store.answersWritesAtSubmission
+        var blockRange = offset / bs ..< (offset + UInt64(data.count) + bs - 1) / bs
+        if early {
+            // Whole clusters: a new cluster's zeros go out with the data, in the same
+            // request, and must not cross another write of that cluster still in flight.
+            let per = UInt64(store.clusterSize) / bs
+            blockRange = blockRange.lowerBound / per * per ..< (blockRange.upperBound + per - 1) / per * per
+        }
         let token = await lockRange(blockRange)
-        defer { unlockRange(token) }
+        var unlockOnExit = true
+        defer { if unlockOnExit { unlockRange(token) } }
 
         let segs = segments(offset: offset, length: data.count)
         // Clusters this write allocated: either written whole already (zeros and the data,
         // in one request), or zero-filled, so that its partial blocks there read as zeros
         // (nothing else writes them: the range lock) and need no read.
         var zeroFilled: Set<Int> = [], written: Set<Int> = []
+        var requests: [BDevRequest] = []
+        var keep: [AlignedBuffer] = []
         for seg in segs where clusters[seg.clusterIndex] == 0 {
             let src = UnsafeRawBufferPointer(rebasing: data[seg.bufferOffset..<seg.bufferOffset + seg.length])
-            switch try await allocateCluster(seg.clusterIndex, coveredBy: seg, data: src) {
+            switch try await allocateCluster(seg.clusterIndex, coveredBy: seg, data: src, deferWrite: early) {
             case .written: written.insert(seg.clusterIndex)
+            case .pending(let request, let buffer):
+                written.insert(seg.clusterIndex)
+                requests.append(request)
+                keep.append(buffer)
             case .zeroFilled: zeroFilled.insert(seg.clusterIndex)
             case .byAnother: break
             }
         }
-        var requests: [BDevRequest] = []
         var direct: [(UInt64, UnsafeMutableRawBufferPointer)] = []
-        var keep: [AlignedBuffer] = []
         // Partial edge blocks: read them first, then patch (zeros, in a fresh cluster).
         var rmw: [(AlignedBuffer, devStart: UInt64, skip: Int, src: UnsafeRawBufferPointer)] = []
         for seg in segs where !written.contains(seg.clusterIndex) {
@@ -194,10 +221,37 @@ extension Blob {
             }
         }
         requests += coalesce(direct, read: false)
+        if early {
+            // Answered now; the range stays locked until the requests complete.
+            unlockOnExit = false
+            let n = store.dataWriteSubmitted()
+            store.writesSinceFlush = true
+            submitAll(store.bdev, requests) { [self] results in
+                withExtendedLifetime((keep, owner)) {}
+                if writeError == nil, let e = results.lazy.compactMap({ r -> BDevError? in if case .failure(let e) = r { return e }; return nil }).first {
+                    writeError = BlobstoreError(e, "blob \(id): a write of bytes \(offset)..<\(offset + UInt64(data.count)) failed after it was answered")
+                }
+                unlockRange(token)
+                store.dataWriteCompleted(n)
+            }
+            // Queued behind a full device queue, not yet handed to the kernel: a daemon
+            // killed now would lose it. Answer at completion then, as without the journal.
+            if store.bdev.hasBacklog {
+                await waitForWrites(overlapping: blockRange)
+                if let e = takeWriteError() { throw e }
+            }
+            return
+        }
         let results = await performAll(store.bdev, requests)
         store.writesSinceFlush = true
         withExtendedLifetime(keep) {}  // bounce buffers: the requests hold raw pointers
         for r in results { if case .failure(let e) = r { throw BlobstoreError(e) } }
+    }
+
+    /// The failure of a write answered at submission, once (then forgotten).
+    public func takeWriteError() -> BlobstoreError? {
+        defer { writeError = nil }
+        return writeError
     }
 
     /// Make the byte range read back as zeros. Whole clusters of a thin blob without a
@@ -216,6 +270,7 @@ extension Blob {
             let segEnd = min(end, (pos / cs + 1) * cs)
             if pos % cs == 0 && segEnd - pos == cs && isThin && parent == nil {
                 if allocating[ci] != nil { await waitForAllocation(ci) }
+                await waitForWrites(overlapping: pos / bs ..< segEnd / bs)   // none may land in a released cluster
                 try deallocateCluster(ci)
             } else if clusters[ci] != 0 || parent != nil {
                 // Aligned middle with write-zeroes; partial blocks through the write path.
@@ -262,6 +317,8 @@ extension Blob {
     private enum ClusterFill {
         /// Zeros and the write's data, in one request: the write has nothing left to do here.
         case written
+        /// As `written`, but the request is the caller's to submit (answered at submission).
+        case pending(BDevRequest, AlignedBuffer)
         /// Zeros in every block the write does not fully cover.
         case zeroFilled
         /// Allocated by a concurrent request (or filled from the parent snapshot).
@@ -279,7 +336,8 @@ extension Blob {
     /// else zeros: with the data in one request when little is uncovered), then map it in
     /// memory. The mapping reaches disk at the next persist (after a flush), never before
     /// the data it exposes.
-    private func allocateCluster(_ ci: Int, coveredBy seg: Segment, data: UnsafeRawBufferPointer) async throws(BlobstoreError) -> ClusterFill {
+    private func allocateCluster(_ ci: Int, coveredBy seg: Segment, data: UnsafeRawBufferPointer,
+                                 deferWrite: Bool = false) async throws(BlobstoreError) -> ClusterFill {
         if allocating[ci] != nil { await waitForAllocation(ci); if clusters[ci] != 0 { return .byAnother } }
         try checkMetadataWritable()
         allocating[ci] = []
@@ -301,8 +359,14 @@ extension Blob {
                 b.zero()
                 let at = Int(seg.blobOffset % cs)
                 UnsafeMutableRawBufferPointer(rebasing: b.bytes[at..<at + data.count]).copyMemory(from: data)
-                do { try await store.bdev.write(offsetBlocks: base / bs, from: b) } catch { throw BlobstoreError(error) }
-                fill = .written
+                if deferWrite {
+                    // Mapped now, written by the caller's requests: the caller holds the
+                    // whole cluster's range until they complete.
+                    fill = .pending(.write(offsetBlocks: base / bs, buffers: [b.bytes]), b)
+                } else {
+                    do { try await store.bdev.write(offsetBlocks: base / bs, from: b) } catch { throw BlobstoreError(error) }
+                    fill = .written
+                }
             } else if let p = parent {
                 let b = store.bdev.allocateBuffer(byteCount: Int(cs))
                 try await p.readAsBacking(at: UInt64(ci) * cs, into: b.bytes)
@@ -352,6 +416,16 @@ extension Blob {
     }
 
     // MARK: Write ranges
+
+    /// Wait until no write in flight overlaps `r` (blocks); every write if nil.
+    func waitForWrites(overlapping r: Range<UInt64>? = nil) async {
+        func busy() -> Bool { r.map { r in writeRanges.contains { $0.range.overlaps(r) } } ?? !writeRanges.isEmpty }
+        while busy() {
+            await withUnsafeContinuation { (c: UnsafeContinuation<Void, Never>) in
+                if busy() { writeWaiters.append(c) } else { c.resume() }
+            }
+        }
+    }
 
     private func lockRange(_ r: Range<UInt64>) async -> Int {
         while writeRanges.contains(where: { $0.range.overlaps(r) }) {

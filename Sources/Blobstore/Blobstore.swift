@@ -95,6 +95,43 @@ public final class Blobstore: @unchecked Sendable {
     public var isJournaled: Bool { journal != nil }
     var maxDirtyMetadataPages = 16384
 
+    /// Data writes answered at submission (`Blob.write(at:from:retaining:)`): allowed with
+    /// the journal on a device whose submitted writes outlive this process. A commit waits
+    /// for all of them before its flush (data before the metadata that exposes it), a
+    /// blob's last close and any release of its clusters wait for the blob's own.
+    public var answersWritesAtSubmission: Bool { journal != nil && bdev.submittedWritesOutliveProcess }
+    /// Data writes answered at submission are numbered 1, 2, …; all up to
+    /// `dataWritesCompletedThrough` have completed (later ones may have, out of order).
+    var dataWritesSubmitted: UInt64 = 0
+    var dataWritesCompletedThrough: UInt64 = 0
+    var dataWritesCompletedAhead = Set<UInt64>()
+    var dataWriteWaiters: [(through: UInt64, UnsafeContinuation<Void, Never>)] = []
+
+    func dataWriteSubmitted() -> UInt64 { dataWritesSubmitted += 1; return dataWritesSubmitted }
+    func dataWriteCompleted(_ n: UInt64) {
+        precondition(n > dataWritesCompletedThrough && n <= dataWritesSubmitted, "data write \(n) completed twice or never submitted")
+        if n == dataWritesCompletedThrough + 1 {
+            dataWritesCompletedThrough = n
+            while dataWritesCompletedAhead.remove(dataWritesCompletedThrough + 1) != nil { dataWritesCompletedThrough += 1 }
+        } else {
+            dataWritesCompletedAhead.insert(n)
+        }
+        if dataWriteWaiters.contains(where: { $0.through <= dataWritesCompletedThrough }) {
+            let ready = dataWriteWaiters.filter { $0.through <= dataWritesCompletedThrough }
+            dataWriteWaiters.removeAll { $0.through <= dataWritesCompletedThrough }
+            for (_, c) in ready { c.resume() }
+        }
+    }
+    /// Wait until every data write submitted before this call has completed (later ones
+    /// do not hold it up).
+    func waitForDataWrites() async {
+        let through = dataWritesSubmitted
+        if dataWritesCompletedThrough >= through { return }
+        await withUnsafeContinuation { (c: UnsafeContinuation<Void, Never>) in
+            if dataWritesCompletedThrough >= through { c.resume() } else { dataWriteWaiters.append((through, c)) }
+        }
+    }
+
     public var blockSize: Int { bdev.blockSize }
     public var ioUnitSize: Int { Int(superBlock.effectiveIOUnitSize) }
     public var freeClusterCount: Int { totalClusters - usedClusters.popCount }

@@ -135,6 +135,21 @@ public struct MetadataIO {
     }
 }
 
+/// Submit several requests at once; `done` gets their results (in request order) when the
+/// last completes, on the reactor.
+func submitAll(_ bdev: any BlockDevice, _ requests: [BDevRequest], _ done: @escaping ([Result<Void, BDevError>]) -> Void) {
+    if requests.isEmpty { done([]); return }
+    var results = [Result<Void, BDevError>](repeating: .success(()), count: requests.count)
+    var remaining = requests.count
+    for (i, r) in requests.enumerated() {
+        bdev.submit(r) { res in
+            results[i] = res
+            remaining -= 1
+            if remaining == 0 { done(results) }
+        }
+    }
+}
+
 /// Submit several requests at once and wait for all of them (results in request order).
 func performAll(_ bdev: any BlockDevice, _ requests: [BDevRequest]) async -> [Result<Void, BDevError>] {
     if requests.isEmpty { return [] }

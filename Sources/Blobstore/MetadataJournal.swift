@@ -257,6 +257,12 @@ final class MetadataJournal {
         for (p, image) in pages { overlay.set(p, image, seq: first + n - 1) }
         loggedThrough = first + n - 1
         batchesLogged += 1
+        // A block queued behind a full device queue has not reached the kernel: wait for
+        // it, so that the operation is answered only once a daemon kill cannot lose it.
+        if store.bdev.hasBacklog {
+            await waitCompleted(through: first + n - 1)
+            if let f = failure { throw f }
+        }
     }
 
     private func submitBlock(seq: UInt64, payload: [UInt8], endsBatch: Bool) {
@@ -307,6 +313,9 @@ final class MetadataJournal {
         defer { commitLock.unlock() }
         if let f = failure { throw f }
         let s = next - 1
+        // Data answered at submission, all submitted before now (so before every batch up
+        // to `s` that exposes it): the flush below must cover it (data=ordered).
+        await store.waitForDataWrites()
         await waitCompleted(through: s)
         if let f = failure { throw f }
         do { try await store.bdev.flush() } catch { throw BlobstoreError(error) }
@@ -484,9 +493,11 @@ extension Blobstore {
         journal.map { ($0.batchesLogged, $0.checkpoints, Int($0.usedBlocks), io.overlay.count) }
     }
 
-    /// Wait until every journal block submitted so far has completed (not flushed): what a
-    /// recording must do before it is cut, so that it holds the last operations' writes.
+    /// Wait until every journal block and data write submitted so far has completed (not
+    /// flushed): what a recording must do before it is cut, so that it holds the last
+    /// operations' writes.
     public func waitForSubmittedMetadata() async {
+        await waitForDataWrites()
         await journal?.waitForSubmitted()
     }
 

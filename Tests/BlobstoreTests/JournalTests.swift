@@ -25,6 +25,32 @@ import TestSupport
         #expect(JournalRecords.decode(Array(bytes.dropLast())) == nil)
     }
 
+    /// The word-at-a-time search finds the same run as a byte-by-byte one, on pages with
+    /// runs of every length at every alignment.
+    @Test func longestZeroRunMatchesByteByByte() {
+        func reference(_ b: [UInt8]) -> (Int, Int) {
+            var best = (b.count, 0), start = -1
+            for i in 0...b.count {
+                if i < b.count && b[i] == 0 { if start < 0 { start = i } }
+                else if start >= 0 { if i - start > best.1 { best = (start, i - start) }; start = -1 }
+            }
+            return best.1 == 0 ? (b.count, 0) : best
+        }
+        var rng = SplitMix(seed: 12)
+        for trial in 0..<3000 {
+            let n = trial < 100 ? trial : 4096
+            var page = (0..<n).map { _ in UInt8.random(in: 1...255, using: &rng) }
+            for _ in 0..<Int.random(in: 0...6, using: &rng) where n > 0 {
+                let at = Int.random(in: 0..<n, using: &rng), len = Int.random(in: 0...min(n - at, trial % 2 == 0 ? 40 : 3000), using: &rng)
+                for k in at..<(at + len) { page[k] = 0 }
+            }
+            let fast = page.withUnsafeBytes(JournalRecords.longestZeroRun)
+            let slow = reference(page)
+            #expect(fast == slow, "trial \(trial)")
+            if fast != slow { return }
+        }
+    }
+
     struct Cut: Sendable {
         var image: [UInt8]
         var a: BlobID, b: BlobID

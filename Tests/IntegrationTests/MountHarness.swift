@@ -41,7 +41,10 @@ final class Mount: @unchecked Sendable {
         self.env = env
         self.dir = try dir ?? TemporaryDirectory(prefix: "blobfs-mnt")
         mountpoint = self.dir.path + "/mnt"
-        log = self.dir.path + "/daemon.log"
+        // One log per daemon, so that a remount in the same directory keeps the first one's.
+        var n = 1
+        while FileManager.default.fileExists(atPath: self.dir.path + "/daemon-\(n).log") { n += 1 }
+        log = self.dir.path + "/daemon-\(n).log"
         try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
         args = ["-f"] + options + source + [mountpoint]
         try start()
@@ -51,7 +54,11 @@ final class Mount: @unchecked Sendable {
         let p = try Child([Tools.blobfsFuse] + args, outputPath: log, env: env)
         process = p
         let deadline = Date().addingTimeInterval(20)
-        while !mounted(mountpoint) {
+        // The kernel shows the mount before the daemon has logged what it found (recovery,
+        // replay): wait for its "mounted at" line too, so that tests can read the log.
+        // (Not when a log level may silence that line.)
+        let logsMount = !args.contains { $0 == "--log-level" || $0.contains("log_level=") }
+        while !mounted(mountpoint) || (logsMount && !logText.contains("mounted at \(mountpoint)")) {
             if !p.isRunning { throw MountFailed(log: logText) }
             if Date() > deadline { stop(); throw MountFailed(log: "timed out\n" + logText) }
             usleep(10_000)
