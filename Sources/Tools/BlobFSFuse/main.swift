@@ -282,6 +282,7 @@ struct BlobFSFuse: ParsableCommand {
         case .malloc: fo.fsname = o.fsname ?? "blobfs-malloc"
         case .config(_, let b): fo.fsname = o.fsname ?? "bdev:\(b)"
         case .nvme(let a): fo.fsname = o.fsname ?? "nvme:\(a)"
+        case .rbd(let t, _): fo.fsname = o.fsname ?? "rbd:\(t.pool)/\(t.image)"
         }
         fo.readOnly = o.readOnly
         fo.allowOther = o.allowOther

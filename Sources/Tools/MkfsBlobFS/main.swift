@@ -157,9 +157,9 @@ struct Mkfs: ParsableCommand {
         }
         defer { rt.shutdown() }
         let dev = rt.device
-        // Devices without a path (config bdevs, NVMe) are probed through the bdev itself.
+        // Devices without a path (config bdevs, NVMe, RBD) are probed through the bdev itself.
         switch selection {
-        case .config, .nvme:
+        case .config, .nvme, .rbd:
             if force == 0, let existing = ExistingContent.probe(rt) {
                 throw ToolError("\(selection) contains \(existing); use -f to overwrite it")
             }
