@@ -179,6 +179,8 @@ public final class ToolRuntime: @unchecked Sendable {
             throw ToolError(Self.inUseMessage(selection), exitCode: 1, inUse: true)
         } catch {
             reactor.shutdown()
+            // An RBD bdev's messages already name the bdev and its image.
+            if case .rbd = selection { throw ToolError("\(error)") }
             throw ToolError("\(selection): \(error)")
         }
         let dev = device
