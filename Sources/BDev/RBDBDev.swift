@@ -225,12 +225,17 @@ public final class RBDBDev: BlockDevice, @unchecked Sendable {
     private func finish(token: UInt64, result: Int) {
         guard let p = inFlight.removeValue(forKey: token) else { return }
         if result < 0 {
+            // Applications see EIO, as from a disk (a full cluster's ENOSPC/EDQUOT excepted);
+            // the message keeps librbd's own errno.
             let e = Errno(rawValue: Int32(-result))
-            var message = "\(name): \(p.what) failed"
+            var message = "\(name): \(p.what) failed: \(e)"
             if e == .timedOut && osdOpTimeout > 0 {
                 message += " (no answer from the OSDs within rados_osd_op_timeout, \(Int(osdOpTimeout)) s)"
+            } else if e.rawValue == ESHUTDOWN {
+                message += " (this client was blocklisted: another client broke its lock)"
             }
-            p.completion(.failure(BDevError(e, message)))
+            let reported: Errno = e == .noSpace || e == .diskQuotaExceeded ? e : .ioError
+            p.completion(.failure(BDevError(reported, message)))
         } else if p.readBytes > 0 && result != p.readBytes {
             p.completion(.failure(BDevError(.ioError, "\(name): short read (\(result) of \(p.readBytes) bytes)")))
         } else {
