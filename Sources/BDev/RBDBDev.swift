@@ -144,7 +144,7 @@ public final class RBDBDev: BlockDevice, @unchecked Sendable {
         self.blockCount = blocks
         self.osdOpTimeout = cluster.osdOpTimeout
         let lock = access == .readOnly ? "read-only, no lock" : "exclusive lock held"
-        ioMode = "librbd aio, flush = rbd_aio_flush, \(lock), OSD op timeout "
+        ioMode = "librbd aio, rbd_cache \(cluster.clientCache ? "on" : "off"), flush = rbd_aio_flush, \(lock), OSD op timeout "
             + (cluster.osdOpTimeout > 0 ? "\(Int(cluster.osdOpTimeout)) s" : "none")
     }
 

@@ -59,6 +59,8 @@ public final class RADOSCluster: @unchecked Sendable {
     public let monitorAddresses: String
     /// The OSD operation timeout in force, in seconds (0: none).
     public let osdOpTimeout: Double
+    /// Whether librbd's client-side cache (rbd_cache) is on.
+    public let clientCache: Bool
 
     /// Create, configure and connect. Bounded by client_mount_timeout.
     public init(_ config: CephClientConfig) throws(CephError) {
@@ -91,12 +93,18 @@ public final class RADOSCluster: @unchecked Sendable {
         }
         if let k = config.keyring { try readable(k, "keyring"); try set("keyring", k) }
         if let k = config.keyFile { try readable(k, "key file"); try set("keyfile", k) }
+        // librbd's client-side cache off, so a completed write is in RADOS (acknowledged by
+        // every replica) and a daemon killed with -9 loses no completed write: the journal's
+        // replay after a daemon crash relies on that (docs/DURABILITY.md, "RBD"). An explicit
+        // rbd_cache in `options` overrides this.
+        if !config.options.contains(where: { $0.key == "rbd_cache" }) { try set("rbd_cache", "false") }
         for o in config.options { try set(o.key, o.value) }
         for t in CephClientConfig.defaultTimeouts where Self.get(h, t.option).flatMap(Double.init) == t.cephDefault {
             try set(t.option, String(t.ours))
         }
         monitorAddresses = Self.get(h, "mon_host").flatMap { $0.isEmpty ? nil : $0 } ?? "(no mon_host configured)"
         osdOpTimeout = Self.get(h, "rados_osd_op_timeout").flatMap(Double.init) ?? 0
+        clientCache = Self.get(h, "rbd_cache") == "true"
         let mountTimeout = Self.get(h, "client_mount_timeout") ?? "?"
 
         rc = rados_connect(h)
