@@ -84,13 +84,16 @@ public final class RBDBDev: BlockDevice, @unchecked Sendable {
     /// every wait is bounded by the client's timeouts.
     /// - Parameters:
     ///   - blockSize: 512 or 4096.
+    ///   - blockSizeFromHead: given the image's first 4096 bytes, the block size to use
+    ///     instead of `blockSize` (a tool passes the io unit of a blobstore found there).
     ///   - access: `.exclusive` takes the lock and fails with EBUSY while another live
     ///     client holds it; `.ignoringLock` (and `breakLock`) blocklists the holder and
     ///     breaks its lock first; `.readOnly` opens read-only with no lock.
     ///   - holder: how this opener describes itself in the image's metadata, which a
     ///     refused opener quotes ("blobfs-fuse (pid 42) on host h").
     public init(name: String, target: RBDTarget, blockSize: Int = 4096, access: VolumeAccess = .exclusive,
-                breakLock: Bool = false, holder: String? = nil) throws(BDevError) {
+                breakLock: Bool = false, holder: String? = nil,
+                blockSizeFromHead: (([UInt8]) -> Int?)? = nil) throws(BDevError) {
         let what = "rbd bdev \(name) (\(target.pool)/\(target.image))"
         guard blockSize == 512 || blockSize == 4096 else {
             throw BDevError(.invalidArgument, "\(what): block size \(blockSize) must be 512 or 4096")
@@ -130,6 +133,12 @@ public final class RBDBDev: BlockDevice, @unchecked Sendable {
 
         let size: UInt64
         do throws(CephError) { size = try img.size() } catch { throw wrap(error) }
+        var blockSize = blockSize
+        if let probe = blockSizeFromHead, size >= 4096 {
+            let head: [UInt8]
+            do throws(CephError) { head = try img.read(offset: 0, count: 4096) } catch { throw wrap(error) }
+            if let bs = probe(head), bs == 512 || bs == 4096 { blockSize = bs }
+        }
         let blocks = size / UInt64(blockSize)
         guard blocks > 0 else {
             throw BDevError(.invalidArgument, "\(what): size \(size) bytes is smaller than one \(blockSize)-byte block")

@@ -210,6 +210,16 @@ public final class RBDImage: @unchecked Sendable {
         return s
     }
 
+    /// Read `count` bytes at `offset` synchronously (before asynchronous use starts).
+    public func read(offset: UInt64, count: Int) throws(CephError) -> [UInt8] {
+        var buf = [UInt8](repeating: 0, count: count)
+        let n = buf.withUnsafeMutableBytes { rbd_read(handle, offset, count, $0.baseAddress?.assumingMemoryBound(to: CChar.self)) }
+        guard n == count else {
+            throw CephError(n < 0 ? Errno(rawValue: Int32(-n)) : .ioError, "cannot read \(count) bytes at \(offset) of \(what)")
+        }
+        return buf
+    }
+
     /// The image's object size in bytes (rbd_stat's obj_size).
     public func objectSize() -> UInt64? {
         var info = rbd_image_info_t()

@@ -79,6 +79,25 @@ final class RBDMountTests: XCTestCase {
         XCTAssertEqual(fj.status, 0, "fsck through the JSON config: \(fj.output)")
     }
 
+    /// A volume made with 512-byte blocks is opened with 512-byte blocks again without -B
+    /// (the io unit is read from the image's super block).
+    func testBlockSize512() throws {
+        let c = try CephTestCluster.required()
+        let image = try c.createImage(size: "64M")
+        defer { c.removeImage(image) }
+        let spec = ["--rbd", "\(c.pool)/\(image)"] + c.toolArgs
+        let mk = try cmd([Tools.mkfs, "-q", "-B", "512"] + spec)
+        XCTAssertEqual(mk.status, 0, mk.output)
+        let sup = try cmd([Tools.inspect, "super"] + spec)
+        XCTAssertTrue(sup.output.contains("block size: 512"), sup.output)
+        let m = try RBDMount(c, image: image)
+        XCTAssertEqual(try sh("echo small > \(m.path("f")) && cat \(m.path("f"))").output, "small\n")
+        XCTAssertEqual(m.stop(), 0, m.logText)
+        let f = try cmd([Tools.fsck, "-n", "-f"] + spec)
+        XCTAssertEqual(f.status, 0, f.output)
+        XCTAssertFalse(f.output.contains("differs"), f.output)
+    }
+
     /// Data written and fsync'd survives kill -9 of the daemon; a second daemon process
     /// mounts the image once librbd has taken over the dead daemon's lock (it blocklists
     /// the dead client after its watch expires), without --break-lock.

@@ -155,8 +155,10 @@ public final class ToolRuntime: @unchecked Sendable {
                 let cfg = try BDevConfig.load(path: file)
                 device = try openBDev(try cfg.entry(named: bdev), access: access)
             case .rbd(let target, let breakLock):
+                // Without -B: the io unit of a blobstore already on the image, else 4096.
                 device = try RBDBDev(name: "Rbd0", target: target, blockSize: blockSize ?? 4096, access: access,
-                                     breakLock: breakLock)
+                                     breakLock: breakLock,
+                                     blockSizeFromHead: blockSize != nil ? nil : { Self.ioUnitSize(superBlock: $0) })
             case .nvme(let address):
                 device = try NVMeBDev(name: "Nvme0n1", address: address)
             case .path(let p):
@@ -229,7 +231,11 @@ public final class ToolRuntime: @unchecked Sendable {
 
     /// The io unit size recorded in an existing blobstore image, if the file holds one.
     public static func existingIOUnitSize(_ path: String) -> Int? {
-        guard let head = readHead(path, count: 4096) else { return nil }
+        readHead(path, count: 4096).flatMap(ioUnitSize(superBlock:))
+    }
+
+    /// The io unit size of the blobstore whose super block is `head` (4096 bytes), if any.
+    public static func ioUnitSize(superBlock head: [UInt8]) -> Int? {
         guard let sb = try? head.withUnsafeBytes({ (b) throws(FormatError) in try SuperBlock.decode(b) }) else { return nil }
         return Int(sb.effectiveIOUnitSize)
     }
