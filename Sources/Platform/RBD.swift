@@ -1,10 +1,15 @@
 import Glibc
+#if !BLOBFS_NO_RBD
 import CRBD
+#endif
 
 // librados and librbd, wrapped once: a cluster connection, a pool's I/O context, an RBD
 // image with its exclusive lock, and asynchronous image I/O whose completions (which
 // librbd delivers on its own threads) are handed over through a lock-protected queue and
 // an eventfd. Nothing above this file calls librados or librbd.
+//
+// Built with -DBLOBFS_NO_RBD (the static tools of the NVMe guest: there is no static
+// librbd), the same API exists without librados/librbd and every open fails with ENOTSUP.
 
 /// A failed librados/librbd call: the errno it returned and what was being done.
 public struct CephError: Error, CustomStringConvertible, Equatable {
@@ -50,6 +55,8 @@ public struct CephClientConfig: Sendable, Equatable {
         ("rados_osd_op_timeout", 0, 30),
     ]
 }
+
+#if !BLOBFS_NO_RBD
 
 /// A connected cluster handle (rados_t).
 public final class RADOSCluster: @unchecked Sendable {
@@ -292,13 +299,6 @@ public final class RBDImage: @unchecked Sendable {
 
     // MARK: Asynchronous I/O
 
-    public enum Operation {
-        case read(byteOffset: UInt64, buffers: [UnsafeMutableRawBufferPointer])
-        case write(byteOffset: UInt64, buffers: [UnsafeMutableRawBufferPointer])
-        case flush
-        case discard(byteOffset: UInt64, byteCount: UInt64)
-        case writeZeroes(byteOffset: UInt64, byteCount: UInt64)
-    }
 
     /// Start `op`. Its result (bytes transferred or 0, or a negative errno) is pushed to
     /// `queue` under `token` from a librbd thread. Returns the errno if librbd refused the
@@ -344,32 +344,6 @@ public final class RBDImage: @unchecked Sendable {
     }
 }
 
-/// Results of an image's asynchronous requests, handed from librbd's threads to one
-/// consumer (the reactor): `push` appends under a lock, then signals the eventfd; the
-/// consumer drains the eventfd, then `take`s.
-public final class RBDCompletionQueue: @unchecked Sendable {
-    private let lock = ConditionLock()
-    private var done: [(token: UInt64, result: Int)] = []
-    private let wakeFD: Int32
-
-    /// `wakeFD`: an eventfd, signalled after every push.
-    public init(wakeFD: Int32) { self.wakeFD = wakeFD }
-
-    fileprivate func push(token: UInt64, result: Int) {
-        lock.withLock { done.append((token, result)) }
-        var one: UInt64 = 1
-        _ = Glibc.write(wakeFD, &one, 8)
-    }
-
-    /// Move every result pushed so far into `out`.
-    public func take(into out: inout [(token: UInt64, result: Int)]) {
-        lock.withLock {
-            out.append(contentsOf: done)
-            done.removeAll(keepingCapacity: true)
-        }
-    }
-}
-
 /// One request's context, passed to librbd as the completion's argument.
 private final class RBDRequest {
     let queue: RBDCompletionQueue
@@ -386,6 +360,89 @@ private let rbdCompletionCallback: rbd_callback_t = { completion, arg in
     let result = Int(rbd_aio_get_return_value(completion))
     rbd_aio_release(completion)
     request.queue.push(token: request.token, result: result)
+}
+
+
+#else
+
+private let unsupported = "this build has no RBD support (built with BLOBFS_NO_RBD, as the static tools of the NVMe guest are)"
+
+/// Without librados: `init` always fails with ENOTSUP.
+public final class RADOSCluster: @unchecked Sendable {
+    public var userName: String { "" }
+    public var monitorAddresses: String { "" }
+    public var osdOpTimeout: Double { 0 }
+    public var clientCache: Bool { false }
+    public init(_ config: CephClientConfig) throws(CephError) { throw CephError(.notSupported, unsupported) }
+    public var address: String? { nil }
+    public var instanceID: UInt64 { 0 }
+}
+
+/// Without librados: `init` always fails with ENOTSUP.
+public final class RADOSPool: @unchecked Sendable {
+    public let cluster: RADOSCluster
+    public let name: String
+    public init(_ cluster: RADOSCluster, name: String) throws(CephError) { throw CephError(.notSupported, unsupported) }
+}
+
+/// Without librbd: `init` always fails with ENOTSUP, so no other member is ever reached.
+public final class RBDImage: @unchecked Sendable {
+    public let pool: RADOSPool
+    public let name: String
+    public let readOnly: Bool
+    public init(_ pool: RADOSPool, name: String, readOnly: Bool) throws(CephError) { throw CephError(.notSupported, unsupported) }
+    public func close() {}
+    public func size() throws(CephError) -> UInt64 { throw CephError(.notSupported, unsupported) }
+    public func read(offset: UInt64, count: Int) throws(CephError) -> [UInt8] { throw CephError(.notSupported, unsupported) }
+    public func objectSize() -> UInt64? { nil }
+    public var hasExclusiveLockFeature: Bool { false }
+    public func acquireExclusiveLock() throws(CephError) { throw CephError(.notSupported, unsupported) }
+    public var ownsExclusiveLock: Bool { false }
+    public func releaseExclusiveLock() {}
+    public func lockOwners() -> [String] { [] }
+    public func breakLock(owner: String) throws(CephError) { throw CephError(.notSupported, unsupported) }
+    public func watchers() -> [(address: String, clientID: Int64)] { [] }
+    public func metadata(_ key: String) -> String? { nil }
+    public func setMetadata(_ key: String, _ value: String) throws(CephError) { throw CephError(.notSupported, unsupported) }
+    public func submit(_ op: Operation, token: UInt64, queue: RBDCompletionQueue) -> Errno? { .notSupported }
+}
+
+#endif
+
+extension RBDImage {
+    public enum Operation {
+        case read(byteOffset: UInt64, buffers: [UnsafeMutableRawBufferPointer])
+        case write(byteOffset: UInt64, buffers: [UnsafeMutableRawBufferPointer])
+        case flush
+        case discard(byteOffset: UInt64, byteCount: UInt64)
+        case writeZeroes(byteOffset: UInt64, byteCount: UInt64)
+    }
+}
+
+/// Results of an image's asynchronous requests, handed from librbd's threads to one
+/// consumer (the reactor): `push` appends under a lock, then signals the eventfd; the
+/// consumer drains the eventfd, then `take`s.
+public final class RBDCompletionQueue: @unchecked Sendable {
+    private let lock = ConditionLock()
+    private var done: [(token: UInt64, result: Int)] = []
+    private let wakeFD: Int32
+
+    /// `wakeFD`: an eventfd, signalled after every push.
+    public init(wakeFD: Int32) { self.wakeFD = wakeFD }
+
+    func push(token: UInt64, result: Int) {
+        lock.withLock { done.append((token, result)) }
+        var one: UInt64 = 1
+        _ = Glibc.write(wakeFD, &one, 8)
+    }
+
+    /// Move every result pushed so far into `out`.
+    public func take(into out: inout [(token: UInt64, result: Int)]) {
+        lock.withLock {
+            out.append(contentsOf: done)
+            done.removeAll(keepingCapacity: true)
+        }
+    }
 }
 
 /// This process, for others to read: "blobfs-fuse (pid 42) on host h".
