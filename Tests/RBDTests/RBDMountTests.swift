@@ -114,8 +114,8 @@ final class RBDMountTests: XCTestCase {
             set -e
             head -c 1048577 /dev/urandom > \(first.dir.path)/data
             dd if=\(first.dir.path)/data of=\(first.path("durable")) bs=64k conv=fsync status=none
-            mkdir \(first.path("dir")) && echo x > \(first.path("dir/small"))
-            sync -f \(first.path("dir/small"))
+            mkdir \(first.path("dir"))
+            echo x | dd of=\(first.path("dir/small")) conv=fsync status=none
             """)
         XCTAssertEqual(w.status, 0, w.output)
         let want = try sh("sha256sum < \(first.dir.path)/data").output
@@ -148,7 +148,7 @@ final class RBDMountTests: XCTestCase {
 
         let first = try RBDMount(c, image: image)
         defer { first.stop() }
-        XCTAssertEqual(try sh("echo one > \(first.path("f")) && sync -f \(first.path("f"))").status, 0)
+        XCTAssertEqual(try sh("echo one | dd of=\(first.path("f")) conv=fsync status=none").status, 0)
         let holderPID = first.pid!
 
         let t0 = Date()
@@ -180,9 +180,9 @@ final class RBDMountTests: XCTestCase {
         let second = try RBDMount(c, image: image, options: ["--break-lock"])
         defer { second.stop() }
         XCTAssertEqual(try sh("cat \(second.path("f"))").output, "one\n")
-        XCTAssertEqual(try sh("echo two > \(second.path("g")) && sync -f \(second.path("g"))").status, 0)
+        XCTAssertEqual(try sh("echo two | dd of=\(second.path("g")) conv=fsync status=none").status, 0)
         // The fenced daemon can no longer write to the image.
-        let fenced = try sh("echo stale > \(first.path("h")) && sync -f \(first.path("h"))")
+        let fenced = try sh("echo stale | dd of=\(first.path("h")) conv=fsync status=none")
         XCTAssertNotEqual(fenced.status, 0, "a blocklisted daemon's write succeeded: \(fenced.output)")
         first.stop()
         XCTAssertEqual(second.stop(), 0, second.logText)
