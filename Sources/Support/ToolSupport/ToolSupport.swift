@@ -82,7 +82,7 @@ public struct DeviceSourceOptions: ParsableArguments {
     public var rbd: String?
 
     @Option(name: .customLong("ceph-conf"), help: ArgumentHelp(
-        "Ceph configuration file for --rbd (default: $CEPH_CONF, then /etc/ceph/ceph.conf).", valueName: "FILE"))
+        "Ceph configuration file for --rbd (default: $CEPH_CONF, else /etc/ceph/ceph.conf). CEPH_ARGS is read too.", valueName: "FILE"))
     public var cephConf: String?
 
     @Option(name: .customLong("ceph-id"), help: ArgumentHelp(
@@ -90,7 +90,7 @@ public struct DeviceSourceOptions: ParsableArguments {
     public var cephID: String?
 
     @Option(name: .customLong("keyring"), help: ArgumentHelp(
-        "Keyring holding the --ceph-id user's key (default: the config file's keyring setting).", valueName: "FILE"))
+        "Keyring holding the --ceph-id user's key (default: the config file's keyring setting, else /etc/ceph/ceph.client.USER.keyring).", valueName: "FILE"))
     public var keyring: String?
 
     @Flag(name: .customLong("break-lock"), help: ArgumentHelp(
