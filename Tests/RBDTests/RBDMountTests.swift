@@ -164,6 +164,16 @@ final class RBDMountTests: XCTestCase {
         let mk = try cmd([Tools.mkfs, "-f"] + spec)
         XCTAssertNotEqual(mk.status, 0, mk.output)
         XCTAssertTrue(mk.output.contains("blobfs-fuse (pid \(holderPID))"), mk.output)
+        // The same through a JSON config (bdev_rbd_create with an inline client).
+        let dir = try TemporaryDirectory(prefix: "blobfs-rbd-busy")
+        try """
+            {"subsystems": [{"subsystem": "bdev", "config": [
+              {"method": "bdev_rbd_create", "params": {"name": "Rbd0", "pool_name": "\(c.pool)", "rbd_name": "\(image)",
+               "block_size": 4096, "user_id": "\(c.user)", "config": {"keyring": "\(c.keyring)"}}}]}]}
+            """.write(toFile: dir.path + "/bdev.json", atomically: true, encoding: .utf8)
+        let viaJSON = try cmd([Tools.mkfs, "-f", "-c", dir.path + "/bdev.json", "-b", "Rbd0"], env: ["CEPH_CONF": c.conf])
+        XCTAssertNotEqual(viaJSON.status, 0, viaJSON.output)
+        XCTAssertTrue(viaJSON.output.contains("blobfs-fuse (pid \(holderPID))"), viaJSON.output)
         let repair = try cmd([Tools.fsck, "-y"] + spec)
         XCTAssertNotEqual(repair.status, 0, repair.output)
         XCTAssertTrue(repair.output.contains("in use"), repair.output)
