@@ -113,7 +113,7 @@ let package = Package(
         .testTarget(name: "CrashTests", dependencies: ["CrashCheck", "BlobFS", "Blobstore", "BDev", "Reactor", "Platform", "TestSupport"],
                     swiftSettings: swiftSettings),
         // Needs a Ceph cluster (scripts/ceph-cluster; scripts/test starts one): skipped without.
-        .testTarget(name: "RBDTests", dependencies: ["TestSupport", "BDev", "Reactor", "Platform"], swiftSettings: swiftSettings),
+        .testTarget(name: "RBDTests", dependencies: ["TestSupport", "ToolSupport", "BDev", "Reactor", "Platform"], swiftSettings: swiftSettings),
         .testTarget(name: "FUSEFrontendTests", dependencies: ["FUSEFrontend", "BlobFS", "Reactor", "Platform", "TestSupport"],
                     swiftSettings: swiftSettings),
     ]

@@ -1,6 +1,7 @@
 import XCTest
 import BDev
 import Platform
+import ToolSupport
 
 /// bdev_rbd_register_cluster / bdev_rbd_create parsing and the POOL/IMAGE syntax: no
 /// cluster needed.
@@ -60,5 +61,29 @@ final class RBDConfigTests: XCTestCase {
         XCTAssertEqual(t?.pool, "rbd")
         XCTAssertEqual(t?.image, "vol")
         for bad in ["rbd", "/vol", "rbd/", "a/b/c", ""] { XCTAssertNil(RBDTarget.parse(bad), bad) }
+    }
+
+    /// --rbd and its Ceph options on the command line.
+    func testDeviceSelection() throws {
+        let ceph = CephClientConfig(configFile: "/c.conf", userID: "u", keyring: "/k")
+        guard case .rbd(let t, let br) = try DeviceSelection.from(path: nil, malloc: nil, config: nil, bdev: nil,
+                                                                   rbd: "p/i", ceph: ceph, breakLock: true) else {
+            return XCTFail("not an rbd selection")
+        }
+        XCTAssertEqual(t, RBDTarget(pool: "p", image: "i", client: ceph))
+        XCTAssertTrue(br)
+        func usage(_ body: () throws(ToolError) -> DeviceSelection) -> String {
+            do throws(ToolError) { _ = try body(); return "" } catch { XCTAssertEqual(error.exitCode, 2); return error.message }
+        }
+        XCTAssertEqual(usage { () throws(ToolError) -> DeviceSelection in try DeviceSelection.from(path: "x.img", malloc: nil, config: nil, bdev: nil, rbd: "p/i") },
+                       "give only one of DEVICE/IMAGE, --malloc, -c/--config, --nvme and --rbd")
+        XCTAssertEqual(usage { () throws(ToolError) -> DeviceSelection in try DeviceSelection.from(path: nil, malloc: nil, config: nil, bdev: "B", rbd: "p/i") },
+                       "-b/--bdev goes with -c/--config")
+        XCTAssertEqual(usage { () throws(ToolError) -> DeviceSelection in try DeviceSelection.from(path: nil, malloc: nil, config: nil, bdev: nil, rbd: "p/i/x") },
+                       "--rbd: expected POOL/IMAGE (a pool name and an image name), got \"p/i/x\"")
+        XCTAssertEqual(usage { () throws(ToolError) -> DeviceSelection in try DeviceSelection.from(path: "x.img", malloc: nil, config: nil, bdev: nil, ceph: ceph) },
+                       "--ceph-conf, --ceph-id and --keyring go with --rbd")
+        XCTAssertEqual(usage { () throws(ToolError) -> DeviceSelection in try DeviceSelection.from(path: "x.img", malloc: nil, config: nil, bdev: nil, breakLock: true) },
+                       "--break-lock goes with --rbd")
     }
 }
