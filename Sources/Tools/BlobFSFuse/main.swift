@@ -38,7 +38,7 @@ struct BlobFSFuse: ParsableCommand {
         rbd:POOL/IMAGE with the mount helper; add _netdev in fstab). fsync is an \
         rbd_aio_flush. A request that no OSD answers fails after rados_osd_op_timeout \
         (30 s unless the Ceph config sets it; CEPH_ARGS is read too) and the application \
-        gets EIO; see docs/DURABILITY.md.
+        gets EIO, within twice that; see docs/DURABILITY.md.
 
         MOUNT OPTIONS (-o, comma separated): ro, rw, allow_other, default_permissions (on \
         by default; nodefault_permissions turns it off), fsname=NAME, commit=SECONDS \
