@@ -35,9 +35,11 @@ let package = Package(
         .systemLibrary(name: "CFuse3", path: "Sources/C/CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
         .systemLibrary(name: "CLibAIO", path: "Sources/C/CLibAIO", providers: [.apt(["libaio-dev"])]),
         .systemLibrary(name: "CNuma", path: "Sources/C/CNuma", pkgConfig: "numa", providers: [.apt(["libnuma-dev"])]),
+        // librados + librbd (no .pc files: the module map links them by name).
+        .systemLibrary(name: "CRBD", path: "Sources/C/CRBD", providers: [.apt(["librbd-dev", "librados-dev"])]),
         .target(name: "CPlatformShim", path: "Sources/C/CPlatformShim"),
         .target(name: "Platform", dependencies: [
-            "CPlatformShim", "CLibAIO", "CNuma",
+            "CPlatformShim", "CLibAIO", "CNuma", "CRBD",
             .product(name: "SystemPackage", package: "swift-system"),
         ],
                 swiftSettings: swiftSettings),
@@ -110,6 +112,8 @@ let package = Package(
                     swiftSettings: swiftSettings),
         .testTarget(name: "CrashTests", dependencies: ["CrashCheck", "BlobFS", "Blobstore", "BDev", "Reactor", "Platform", "TestSupport"],
                     swiftSettings: swiftSettings),
+        // Needs a Ceph cluster (scripts/ceph-cluster; scripts/test starts one): skipped without.
+        .testTarget(name: "RBDTests", dependencies: ["TestSupport", "ToolSupport", "BDev", "Reactor", "Platform"], swiftSettings: swiftSettings),
         .testTarget(name: "FUSEFrontendTests", dependencies: ["FUSEFrontend", "BlobFS", "Reactor", "Platform", "TestSupport"],
                     swiftSettings: swiftSettings),
     ]

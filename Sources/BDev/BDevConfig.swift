@@ -13,9 +13,17 @@ public struct BDevConfigError: Error, CustomStringConvertible, Equatable {
 ///     {"subsystems": [{"subsystem": "bdev", "config": [
 ///         {"method": "bdev_malloc_create", "params": {"name": "Malloc0", "num_blocks": 262144, "block_size": 4096}},
 ///         {"method": "bdev_aio_create", "params": {"name": "Aio0", "filename": "/tmp/x.img", "block_size": 4096}},
-///         {"method": "bdev_nvme_attach_controller", "params": {"name": "Nvme0", "trtype": "PCIe", "traddr": "0000:00:04.0"}}]}]}
+///         {"method": "bdev_nvme_attach_controller", "params": {"name": "Nvme0", "trtype": "PCIe", "traddr": "0000:00:04.0"}},
+///         {"method": "bdev_rbd_register_cluster", "params": {"name": "ceph0", "user_id": "blobfs",
+///             "config_file": "/etc/ceph/ceph.conf", "key_file": "/etc/ceph/blobfs.key", "config_param": {"rados_osd_op_timeout": "10"}}},
+///         {"method": "bdev_rbd_create", "params": {"name": "Rbd0", "pool_name": "rbd", "rbd_name": "vol",
+///             "block_size": 4096, "cluster_name": "ceph0"}}]}]}
 ///
-/// Only the three methods above are read. Other methods of the bdev subsystem and other
+/// bdev_rbd_create names its cluster either by `cluster_name` (registered earlier in the
+/// config by bdev_rbd_register_cluster) or inline with `user_id` and `config` (a map of
+/// Ceph options, e.g. {"mon_host": "127.0.0.1", "keyring": "/path"}), as SPDK takes them.
+///
+/// Only the five methods above are read. Other methods of the bdev subsystem and other
 /// subsystems are skipped without validation, since SPDK configs carry many; unknown params
 /// of the known methods are ignored likewise.
 public struct BDevConfig: Sendable, Equatable {
@@ -26,11 +34,13 @@ public struct BDevConfig: Sendable, Equatable {
         case aio(name: String, filename: String, blockSize: Int?)
         /// bdev_nvme_attach_controller: the controller `name` exposes namespace bdev "<name>n1".
         case nvme(name: String, trtype: String, traddr: String)
+        /// bdev_rbd_create, with its cluster's connection settings resolved.
+        case rbd(name: String, pool: String, image: String, blockSize: Int, client: CephClientConfig)
 
         /// The name of the bdev this entry creates (SPDK names NVMe namespaces "<controller>n<nsid>").
         public var bdevName: String {
             switch self {
-            case .malloc(let name, _, _, _), .aio(let name, _, _): name
+            case .malloc(let name, _, _, _), .aio(let name, _, _), .rbd(let name, _, _, _, _): name
             case .nvme(let name, _, _): "\(name)n1"
             }
         }
@@ -128,6 +138,7 @@ private struct Parser {
         let subsystems = try array(subsystemsValue, "subsystems")
         var result: [BDevConfig.Entry] = []
         var definedAt: [String: String] = [:]
+        var clusters: [String: (config: CephClientConfig, path: String)] = [:]
         for (i, s) in subsystems.enumerated() {
             let sPath = "subsystems[\(i)]"
             let subsystem = try object(s, sPath)
@@ -137,7 +148,14 @@ private struct Parser {
             for (j, c) in try array(configValue, configPath).enumerated() {
                 let cPath = "\(configPath)[\(j)]"
                 let call = try object(c, cPath)
-                guard let entry = try entry(call, cPath) else { continue }
+                if let (name, cluster) = try rbdCluster(call, cPath) {
+                    if let first = clusters[name] {
+                        throw fail(cPath, "duplicate RBD cluster name \"\(name)\" (already registered at \(first.path))")
+                    }
+                    clusters[name] = (cluster, cPath)
+                    continue
+                }
+                guard let entry = try entry(call, cPath, clusters: clusters.mapValues(\.config)) else { continue }
                 if let first = definedAt[entry.bdevName] {
                     throw fail(cPath, "duplicate bdev name \"\(entry.bdevName)\" (already defined at \(first))")
                 }
@@ -149,9 +167,12 @@ private struct Parser {
     }
 
     /// The entry for one config call, or nil for a method this build does not read.
-    private func entry(_ call: [String: Any], _ path: String) throws(BDevConfigError) -> BDevConfig.Entry? {
+    private func entry(_ call: [String: Any], _ path: String,
+                       clusters: [String: CephClientConfig]) throws(BDevConfigError) -> BDevConfig.Entry? {
         let method = try string(call, "method", path)
-        guard ["bdev_malloc_create", "bdev_aio_create", "bdev_nvme_attach_controller"].contains(method) else { return nil }
+        guard ["bdev_malloc_create", "bdev_aio_create", "bdev_nvme_attach_controller", "bdev_rbd_create"].contains(method) else {
+            return nil
+        }
         guard let paramsValue = call["params"] else { throw fail(path, "missing \"params\" (\(method))") }
         let pPath = "\(path).params"
         let p = try object(paramsValue, pPath)
@@ -175,10 +196,61 @@ private struct Parser {
                 try integer(v, "\(pPath).block_size") == 0 ? nil : try blockSize(v, "\(pPath).block_size")
             }
             return .aio(name: name, filename: filename, blockSize: bs)
+        case "bdev_rbd_create":
+            let pool = try required("pool_name", nonEmptyString)
+            let image = try required("rbd_name", nonEmptyString)
+            let bs = try required("block_size", blockSize)
+            guard bs == 512 || bs == 4096 else { throw fail("\(pPath).block_size", "an RBD bdev's block size must be 512 or 4096, got \(bs)") }
+            let client: CephClientConfig
+            if let cn = p["cluster_name"] {
+                let clusterName = try nonEmptyString(cn, "\(pPath).cluster_name")
+                for k in ["user_id", "config"] where p[k] != nil {
+                    throw fail(pPath, "give either \"cluster_name\" or \"\(k)\", not both (\(method))")
+                }
+                guard let c = clusters[clusterName] else {
+                    throw fail("\(pPath).cluster_name", "no RBD cluster \"\(clusterName)\" registered before this entry "
+                               + "(bdev_rbd_register_cluster)" + (clusters.isEmpty ? "" : "; registered: " + clusters.keys.sorted().joined(separator: ", ")))
+                }
+                client = c
+            } else {
+                client = CephClientConfig(userID: try p["user_id"].map { v throws(BDevConfigError) in try nonEmptyString(v, "\(pPath).user_id") },
+                                          options: try p["config"].map { v throws(BDevConfigError) in try cephOptions(v, "\(pPath).config") } ?? [])
+            }
+            return .rbd(name: name, pool: pool, image: image, blockSize: bs, client: client)
         default:
             return .nvme(name: name, trtype: try required("trtype", nonEmptyString),
                          traddr: try required("traddr", nonEmptyString))
         }
+    }
+
+    /// A bdev_rbd_register_cluster call: its name and connection settings; nil for other methods.
+    private func rbdCluster(_ call: [String: Any], _ path: String) throws(BDevConfigError) -> (String, CephClientConfig)? {
+        guard try string(call, "method", path) == "bdev_rbd_register_cluster" else { return nil }
+        guard let paramsValue = call["params"] else { throw fail(path, "missing \"params\" (bdev_rbd_register_cluster)") }
+        let pPath = "\(path).params"
+        let p = try object(paramsValue, pPath)
+        guard let n = p["name"] else { throw fail(pPath, "missing required \"name\" (bdev_rbd_register_cluster)") }
+        let name = try nonEmptyString(n, "\(pPath).name")
+        func optional(_ key: String) throws(BDevConfigError) -> String? {
+            try p[key].map { v throws(BDevConfigError) in try nonEmptyString(v, "\(pPath).\(key)") }
+        }
+        let config = CephClientConfig(
+            configFile: try optional("config_file"), userID: try optional("user_id"), keyFile: try optional("key_file"),
+            options: try p["config_param"].map { v throws(BDevConfigError) in try cephOptions(v, "\(pPath).config_param") } ?? [])
+        return (name, config)
+    }
+
+    /// A JSON object of Ceph options with string values ({"mon_host": "127.0.0.1"}), in key order.
+    private func cephOptions(_ v: Any, _ path: String) throws(BDevConfigError) -> [CephClientConfig.Option] {
+        let o = try object(v, path)
+        var result: [CephClientConfig.Option] = []
+        for key in o.keys.sorted() {
+            guard let value = o[key] as? String else {
+                throw fail("\(path).\(key)", "expected a string (Ceph options are given as strings), got \(describe(o[key]!))")
+            }
+            result.append(.init(key, value))
+        }
+        return result
     }
 
     // MARK: Typed accessors

@@ -6,13 +6,16 @@ import BDev
 import Blobstore
 
 /// Where a tool's block device comes from: an image file / block device path, a fresh
-/// RAM device (`--malloc SIZE`), an SPDK-style JSON config plus a bdev name, or an NVMe
-/// controller driven from user space (`--nvme PCI-ADDRESS`).
+/// RAM device (`--malloc SIZE`), an SPDK-style JSON config plus a bdev name, an NVMe
+/// controller driven from user space (`--nvme PCI-ADDRESS`), or a Ceph RBD image
+/// (`--rbd POOL/IMAGE`).
 public enum DeviceSelection: Sendable, CustomStringConvertible {
     case path(String)
     case malloc(bytes: UInt64)
     case config(file: String, bdev: String)
     case nvme(address: String)
+    /// `breakLock`: blocklist the holder of the image's exclusive lock and take it (--break-lock).
+    case rbd(RBDTarget, breakLock: Bool)
 
     public var description: String {
         switch self {
@@ -20,16 +23,28 @@ public enum DeviceSelection: Sendable, CustomStringConvertible {
         case .malloc(let n): return "malloc (\(formatBytes(n)))"
         case .config(let f, let b): return "\(b) from \(f)"
         case .nvme(let a): return "NVMe \(a)"
+        case .rbd(let t, _): return t.description
         }
     }
 
     /// Build from the usual command-line pieces, with a usage error when they conflict.
     public static func from(path: String?, malloc: String?, config: String?, bdev: String?,
-                            nvme: String? = nil) throws(ToolError) -> DeviceSelection {
-        let given = [path != nil, malloc != nil, config != nil, nvme != nil].filter { $0 }.count
+                            nvme: String? = nil, rbd: String? = nil, ceph: CephClientConfig = .init(),
+                            breakLock: Bool = false) throws(ToolError) -> DeviceSelection {
+        let given = [path != nil, malloc != nil, config != nil, nvme != nil, rbd != nil].filter { $0 }.count
         if given != 1 {
-            throw .usage(given == 0 ? "no device given: name a DEVICE or IMAGE, --malloc SIZE, -c CONFIG -b BDEV, or --nvme PCI-ADDRESS"
-                                    : "give only one of DEVICE/IMAGE, --malloc, -c/--config and --nvme")
+            throw .usage(given == 0 ? "no device given: name a DEVICE or IMAGE, --malloc SIZE, -c CONFIG -b BDEV, --nvme PCI-ADDRESS or --rbd POOL/IMAGE"
+                                    : "give only one of DEVICE/IMAGE, --malloc, -c/--config, --nvme and --rbd")
+        }
+        let cephGiven = ceph != CephClientConfig()
+        if rbd == nil && cephGiven { throw .usage("--ceph-conf, --ceph-id and --keyring go with --rbd") }
+        if rbd == nil && breakLock { throw .usage("--break-lock goes with --rbd") }
+        if let r = rbd {
+            if bdev != nil { throw .usage("-b/--bdev goes with -c/--config") }
+            guard let (pool, image) = RBDTarget.parse(r) else {
+                throw .usage("--rbd: expected POOL/IMAGE (a pool name and an image name), got \"\(r)\"")
+            }
+            return .rbd(RBDTarget(pool: pool, image: image, client: ceph), breakLock: breakLock)
         }
         if let a = nvme {
             if bdev != nil { throw .usage("-b/--bdev goes with -c/--config") }
@@ -48,7 +63,7 @@ public enum DeviceSelection: Sendable, CustomStringConvertible {
 }
 
 /// The device options every tool shares besides its DEVICE|IMAGE argument: `--nvme`,
-/// `-c/--config` and `-b/--bdev`.
+/// `-c/--config`, `-b/--bdev`, and `--rbd` with its Ceph options.
 public struct DeviceSourceOptions: ParsableArguments {
     @Option(name: .customLong("nvme"), help: ArgumentHelp(
         "NVMe controller driven from user space (bound to vfio-pci or uio_pci_generic; see scripts/nvme-setup).",
@@ -61,13 +76,38 @@ public struct DeviceSourceOptions: ParsableArguments {
     @Option(name: [.customShort("b"), .customLong("bdev")], help: ArgumentHelp("Name of the bdev in --config.", valueName: "NAME"))
     public var bdev: String?
 
+    @Option(name: .customLong("rbd"), help: ArgumentHelp(
+        "Ceph RBD image, through librbd. A read-write open takes the image's exclusive lock; see --break-lock.",
+        valueName: "POOL/IMAGE"))
+    public var rbd: String?
+
+    @Option(name: .customLong("ceph-conf"), help: ArgumentHelp(
+        "Ceph configuration file for --rbd (default: $CEPH_CONF, else /etc/ceph/ceph.conf). CEPH_ARGS is read too.", valueName: "FILE"))
+    public var cephConf: String?
+
+    @Option(name: .customLong("ceph-id"), help: ArgumentHelp(
+        "Ceph user for --rbd, without \"client.\" (default: admin).", valueName: "USER"))
+    public var cephID: String?
+
+    @Option(name: .customLong("keyring"), help: ArgumentHelp(
+        "Keyring holding the --ceph-id user's key (default: the config file's keyring setting, else /etc/ceph/ceph.client.USER.keyring).", valueName: "FILE"))
+    public var keyring: String?
+
+    @Flag(name: .customLong("break-lock"), help: ArgumentHelp(
+        "RBD: if another client holds the image's exclusive lock, blocklist that client (it can never write to the cluster again until the blocklist entry expires) and take the lock. For a holder that hangs or died; without it, a dead holder's lock is taken over automatically once its watch expires (about 30 s)."))
+    public var breakLock = false
+
     public init() {}
 
     /// True when the device comes from these options (no DEVICE|IMAGE argument is expected).
-    public var namesDevice: Bool { nvme != nil || config != nil }
+    public var namesDevice: Bool { nvme != nil || config != nil || rbd != nil }
+
+    /// The Ceph connection settings from --ceph-conf, --ceph-id and --keyring.
+    public var cephClient: CephClientConfig { CephClientConfig(configFile: cephConf, userID: cephID, keyring: keyring) }
 
     public func selection(path: String?, malloc: String? = nil) throws(ToolError) -> DeviceSelection {
-        try DeviceSelection.from(path: path, malloc: malloc, config: config, bdev: bdev, nvme: nvme)
+        try DeviceSelection.from(path: path, malloc: malloc, config: config, bdev: bdev, nvme: nvme, rbd: rbd,
+                                 ceph: cephClient, breakLock: breakLock)
     }
 }
 
@@ -114,6 +154,11 @@ public final class ToolRuntime: @unchecked Sendable {
             case .config(let file, let bdev):
                 let cfg = try BDevConfig.load(path: file)
                 device = try openBDev(try cfg.entry(named: bdev), access: access)
+            case .rbd(let target, let breakLock):
+                // Without -B: the io unit of a blobstore already on the image, else 4096.
+                device = try RBDBDev(name: "Rbd0", target: target, blockSize: blockSize ?? 4096, access: access,
+                                     breakLock: breakLock,
+                                     blockSizeFromHead: blockSize != nil ? nil : { Self.ioUnitSize(superBlock: $0) })
             case .nvme(let address):
                 device = try NVMeBDev(name: "Nvme0n1", address: address)
             case .path(let p):
@@ -125,11 +170,19 @@ public final class ToolRuntime: @unchecked Sendable {
             if let m = monitor { device = MonitoredBDev(device, report: m) }
         } catch let e as BDevError where e.errno == .resourceBusy {
             reactor.shutdown()
-            // A controller's own message names its holder (the VFIO group's or the uio lock's).
+            // A controller's own message names its holder (the VFIO group's or the uio lock's),
+            // and an RBD bdev's the client holding the image's lock.
             if case .nvme = selection { throw ToolError("\(selection) is in use: \(e.message)", exitCode: 1, inUse: true) }
+            if case .rbd = selection { throw ToolError(e.message, exitCode: 1, inUse: true) }
+            if case .config(let file, let bdev) = selection, let cfg = try? BDevConfig.load(path: file),
+               case .rbd? = try? cfg.entry(named: bdev) {
+                throw ToolError(e.message, exitCode: 1, inUse: true)
+            }
             throw ToolError(Self.inUseMessage(selection), exitCode: 1, inUse: true)
         } catch {
             reactor.shutdown()
+            // An RBD bdev's messages already name the bdev and its image.
+            if case .rbd = selection { throw ToolError("\(error)") }
             throw ToolError("\(selection): \(error)")
         }
         let dev = device
@@ -145,7 +198,7 @@ public final class ToolRuntime: @unchecked Sendable {
         case .path(let p): paths = [p]
         case .config(let file, let bdev):
             if let cfg = try? BDevConfig.load(path: file), case .aio(_, let f, _)? = try? cfg.entry(named: bdev) { paths = [f] }
-        case .malloc, .nvme: break
+        case .malloc, .nvme, .rbd: break
         }
         var parts: [String] = []
         for p in paths {
@@ -178,7 +231,11 @@ public final class ToolRuntime: @unchecked Sendable {
 
     /// The io unit size recorded in an existing blobstore image, if the file holds one.
     public static func existingIOUnitSize(_ path: String) -> Int? {
-        guard let head = readHead(path, count: 4096) else { return nil }
+        readHead(path, count: 4096).flatMap(ioUnitSize(superBlock:))
+    }
+
+    /// The io unit size of the blobstore whose super block is `head` (4096 bytes), if any.
+    public static func ioUnitSize(superBlock head: [UInt8]) -> Int? {
         guard let sb = try? head.withUnsafeBytes({ (b) throws(FormatError) in try SuperBlock.decode(b) }) else { return nil }
         return Int(sb.effectiveIOUnitSize)
     }

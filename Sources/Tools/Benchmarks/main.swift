@@ -83,6 +83,7 @@ struct BlobBench: ParsableCommand {
     @Option(help: "Seconds per measurement.") var seconds = 2.0
     @Option(help: "Cluster size of the blobstore.") var clusterSize = "16K"
     @Flag(help: "Skip the aio device.") var noAio = false
+    @OptionGroup(title: "Another device instead of malloc and aio (its size is its own)") var source: DeviceSourceOptions
 
     func run() throws {
         let bytes = try parseByteSize(size)
@@ -91,7 +92,11 @@ struct BlobBench: ParsableCommand {
         var rows: [String: [String: Double]] = [:]
         let workloads = Workload.all
         var kinds: [(String, DeviceSelection)] = [("malloc", .malloc(bytes: bytes))]
-        if !noAio {
+        if source.namesDevice {
+            let sel: DeviceSelection
+            do { sel = try source.selection(path: nil) } catch { throw ValidationError(error.message) }
+            if case .rbd = sel { kinds = [("rbd", sel)] } else { kinds = [("device", sel)] }
+        } else if !noAio {
             unlink(aioFile)
             kinds.append(("aio", .path(aioFile)))
         }

@@ -18,6 +18,7 @@ struct BlobFSFuse: ParsableCommand {
         blobfs-fuse [options] --malloc SIZE MOUNTPOINT
         blobfs-fuse [options] -c CONFIG.json -b BDEV MOUNTPOINT
         blobfs-fuse [options] --nvme PCI-ADDRESS MOUNTPOINT
+        blobfs-fuse [options] --rbd POOL/IMAGE [--ceph-conf FILE] [--ceph-id USER] [--keyring FILE] MOUNTPOINT
         """,
         discussion: """
         Serves the volume until it is unmounted (fusermount3 -u MOUNTPOINT, umount) or the \
@@ -32,6 +33,12 @@ struct BlobFSFuse: ParsableCommand {
 
         --nvme PCI-ADDRESS drives an NVMe controller from user space (no kernel block \
         layer): bind it to vfio-pci or uio_pci_generic first (scripts/nvme-setup); see docs/NVME.md.
+
+        --rbd POOL/IMAGE serves a Ceph RBD image through librbd (mount -t blobfs \
+        rbd:POOL/IMAGE with the mount helper; add _netdev in fstab). fsync is an \
+        rbd_aio_flush. A request that no OSD answers fails after rados_osd_op_timeout \
+        (30 s unless the Ceph config sets it; CEPH_ARGS is read too) and the application \
+        gets EIO, within twice that; see docs/DURABILITY.md.
 
         MOUNT OPTIONS (-o, comma separated): ro, rw, allow_other, default_permissions (on \
         by default; nodefault_permissions turns it off), fsname=NAME, commit=SECONDS \
@@ -63,7 +70,10 @@ struct BlobFSFuse: ParsableCommand {
         EXCLUSIVE ACCESS: a read-write mount holds the volume (a lock on an image file, an \
         O_EXCL claim on a block device); a second read-write mount, mkfs.blobfs or an \
         fsck.blobfs repair of it is refused, naming this daemon. A read-only mount (-o ro) \
-        takes no lock and may share a volume with its writer.
+        takes no lock and may share a volume with its writer. On RBD the lock is the \
+        image's exclusive lock, refused while another client in the cluster holds it (the \
+        message names it); a dead daemon's lock is taken over once its watch expires \
+        (about 30 s), or at once with --break-lock, which blocklists the old holder.
 
         ORDINARY USERS: a user mounts a volume they can read and write through \
         fusermount3 (setuid). A volume without a root directory gets one owned by the user \
@@ -134,7 +144,7 @@ struct BlobFSFuse: ParsableCommand {
         case (2, true): return (positional[0], positional[1])
         case (1, false): return (nil, positional[0])
         case (_, true): throw ValidationError("expected DEVICE|IMAGE and MOUNTPOINT")
-        default: throw ValidationError("expected only MOUNTPOINT with --malloc, --nvme or -c/-b")
+        default: throw ValidationError("expected only MOUNTPOINT with --malloc, --nvme, --rbd or -c/-b")
         }
     }
 
@@ -282,6 +292,7 @@ struct BlobFSFuse: ParsableCommand {
         case .malloc: fo.fsname = o.fsname ?? "blobfs-malloc"
         case .config(_, let b): fo.fsname = o.fsname ?? "bdev:\(b)"
         case .nvme(let a): fo.fsname = o.fsname ?? "nvme:\(a)"
+        case .rbd(let t, _): fo.fsname = o.fsname ?? "rbd:\(t.pool)/\(t.image)"
         }
         fo.readOnly = o.readOnly
         fo.allowOther = o.allowOther

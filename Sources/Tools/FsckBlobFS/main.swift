@@ -14,7 +14,7 @@ struct FsckBlobFS: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fsck.blobfs",
         abstract: "Check and repair a BlobFS volume (an SPDK-compatible blobstore).",
-        usage: "fsck.blobfs [-n|-p|-a|-y] [-f] [-v] DEVICE|IMAGE\n       fsck.blobfs [options] -c CONFIG -b BDEV",
+        usage: "fsck.blobfs [-n|-p|-a|-y] [-f] [-v] DEVICE|IMAGE\n       fsck.blobfs [options] -c CONFIG -b BDEV\n       fsck.blobfs [options] --rbd POOL/IMAGE [--ceph-conf FILE] [--ceph-id USER] [--keyring FILE]",
         discussion: """
         Checks the volume on DEVICE (a block device) or IMAGE (a file), which must not be \
         mounted: the super block (signature, version, CRC, geometry against the device, \

@@ -43,6 +43,11 @@ struct Mkfs: ParsableCommand {
         the PCI function must be bound to vfio-pci or uio_pci_generic first \
         (scripts/nvme-setup bind ADDRESS vfio|uio); see docs/NVME.md.
 
+        --rbd POOL/IMAGE formats a Ceph RBD image through librbd (the image must exist: \
+        rbd create --size SIZE POOL/IMAGE; the volume takes the image's size). The cluster \
+        is reached with --ceph-conf, --ceph-id and --keyring; every wait (monitors, OSDs) \
+        is bounded, and the image's exclusive lock is held while formatting.
+
         EXIT STATUS: 0 on success, 1 on failure, 64 on a usage error.
 
         EXAMPLES:
@@ -50,6 +55,7 @@ struct Mkfs: ParsableCommand {
           mkfs.blobfs -C 64K -N 65536 /dev/nvme0n1
           mkfs.blobfs -c bdev.json -b Aio0
           mkfs.blobfs --nvme 0000:00:04.0   (see scripts/nvme-setup to bind it)
+          mkfs.blobfs --rbd rbd/vol1 --ceph-id blobfs --keyring /etc/ceph/ceph.client.blobfs.keyring
         """)
 
     @Argument(help: ArgumentHelp("Block device or image file to format.", valueName: "DEVICE|IMAGE"))
@@ -157,9 +163,9 @@ struct Mkfs: ParsableCommand {
         }
         defer { rt.shutdown() }
         let dev = rt.device
-        // Devices without a path (config bdevs, NVMe) are probed through the bdev itself.
+        // Devices without a path (config bdevs, NVMe, RBD) are probed through the bdev itself.
         switch selection {
-        case .config, .nvme:
+        case .config, .nvme, .rbd:
             if force == 0, let existing = ExistingContent.probe(rt) {
                 throw ToolError("\(selection) contains \(existing); use -f to overwrite it")
             }
