@@ -26,6 +26,10 @@ public struct FUSEMountOptions: Sendable {
     public var writebackCache: Bool
     /// Largest WRITE (and READ) request the kernel sends. libfuse 3.14 caps it at 1 MiB.
     public var maxWrite: Int
+    /// The kernel's read-ahead window for the mount in KiB, set once INIT is done (INIT can
+    /// only lower the kernel's 128 KiB; the BDI's sysfs knob, root only, raises it). 0:
+    /// leave it. Sequential reads then arrive as 1 MiB requests, several in flight.
+    public var readAheadKiB = 0
     /// When the kernel lists directories with readdirplus (entries with attributes, each one
     /// a lookup reference) instead of readdir.
     public var readdirPlus: ReaddirPlusMode

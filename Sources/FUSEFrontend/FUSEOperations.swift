@@ -70,6 +70,14 @@ extension FUSESession {
     // MARK: INIT
 
     func negotiate(_ conn: UnsafeMutablePointer<fuse_conn_info>) {
+        // After libfuse has sent the INIT reply (this runs inside its handling of INIT):
+        // the kernel sets the read-ahead window from that reply, over any earlier value.
+        if options.readAheadKiB > 0 {
+            let kib = options.readAheadKiB, mp = mountpoint
+            reactor.post { [weak self] in
+                do throws(Errno) { try setReadAhead(mountPoint: mp, kib: kib) } catch { self?.readAheadError = error }
+            }
+        }
         let c = conn.pointee
         var want = c.want
         func enable(_ cap: Int32) { if c.capable & UInt32(cap) != 0 { want |= UInt32(cap) } }

@@ -8,6 +8,9 @@ public struct MountInfoEntry: Sendable, Equatable {
     public var fsType: String
     /// The source ("fsname" for FUSE mounts).
     public var source: String
+    /// The device number as "major:minor" (a FUSE mount's backing device info, its BDI,
+    /// is /sys/class/bdi/<this>).
+    public var device: String = ""
 }
 
 /// The mounts visible to this process, from /proc/self/mountinfo. Reading it never touches
@@ -34,7 +37,8 @@ public func currentMounts() -> [MountInfoEntry] {
               dash + 2 < fields.endIndex else { continue }
         result.append(MountInfoEntry(mountPoint: unescapeMountField(fields[4]),
                                      fsType: unescapeMountField(fields[dash + 1]),
-                                     source: unescapeMountField(fields[dash + 2])))
+                                     source: unescapeMountField(fields[dash + 2]),
+                                     device: String(decoding: fields[2], as: UTF8.self)))
     }
     return result
 }
@@ -45,6 +49,19 @@ public func isMounted(_ path: String) -> Bool {
     var p = path
     while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
     return currentMounts().contains { $0.mountPoint == p }
+}
+
+/// Set the kernel's read-ahead window for the filesystem mounted at `mountPoint`
+/// (/sys/class/bdi/MAJOR:MINOR/read_ahead_kb; root only). FUSE mounts start at 128 KiB and
+/// their INIT can only lower it.
+public func setReadAhead(mountPoint: String, kib: Int) throws(Errno) {
+    guard let m = currentMounts().last(where: { $0.mountPoint == mountPoint }), !m.device.isEmpty else { throw .noSuchFileOrDirectory }
+    let fd = open("/sys/class/bdi/\(m.device)/read_ahead_kb", O_WRONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw Errno(rawValue: errno) }
+    defer { close(fd) }
+    let text = Array("\(kib)\n".utf8)
+    let n = text.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    if n != text.count { throw Errno(rawValue: n < 0 ? errno : EIO) }
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.

@@ -55,6 +55,26 @@ import TestSupport
         #expect(try sh("ls \(m2.mountpoint)/d | wc -l").output.trimmingCharacters(in: .whitespacesAndNewlines) == "1500")
     }
 
+    /// -o read_ahead= sets the mount's read-ahead window (default 4 MiB; 0 leaves 128 KiB).
+    @Test func readAheadWindow() throws {
+        let dir = try TemporaryDirectory(prefix: "blobfs-readahead")
+        let img = try makeImage(dir, size: "64M")
+        func window(_ m: Mount) -> String {
+            let dev = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8))?.split(separator: "\n")
+                .first { $0.split(separator: " ").dropFirst(4).first.map(String.init) == m.mountpoint }?
+                .split(separator: " ")[2] ?? ""
+            return ((try? String(contentsOfFile: "/sys/class/bdi/\(dev)/read_ahead_kb", encoding: .utf8)) ?? "?")
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        for (opts, want) in [([String](), "4096"), (["-o", "read_ahead=0"], "128"), (["-o", "read_ahead=512K"], "512")] {
+            let m = try Mount([img], options: opts, dir: dir)
+            #expect(window(m) == want, "\(opts)")
+            #expect(m.stop() == 0)
+        }
+        let bad = try run([Tools.blobfsFuse, "-f", "-o", "read_ahead=lots", img, dir.path])
+        #expect(bad.status == 64 && bad.output.contains("read_ahead"), "\(bad.output)")
+    }
+
     @Test func refusesOtherFilesystemsUnlessForced() throws {
         let dir = try TemporaryDirectory(prefix: "blobfs-mkfs-ext4")
         let img = dir.path + "/ext4.img"

@@ -45,7 +45,9 @@ struct BlobFSFuse: ParsableCommand {
         (background commit interval, default 5, 0 = off), journal_size=SIZE (size of the \
         metadata journal this mount creates if the volume has none; mkfs.blobfs makes one, \
         see its --journal-size), dirty_limit=SIZE (the most changed metadata kept in memory \
-        before operations wait for a checkpoint, default 64M), log_level=LEVEL (as --log-level), \
+        before operations wait for a checkpoint, default 64M), read_ahead=SIZE (the \
+        kernel's read-ahead window for the mount, default 4M; needs root, 0 leaves the \
+        kernel's 128K), log_level=LEVEL (as --log-level), \
         acl (the default: POSIX access and default ACLs, enforced by the kernel with \
         default_permissions; getfacl/setfacl work) or noacl, writeback_cache (the \
         default: the kernel buffers written data in its page cache and sends it in large \
@@ -157,6 +159,8 @@ struct BlobFSFuse: ParsableCommand {
         var fsname: String?
         var commit: Double = 5
         var journalBytes: Int?
+        /// Kernel read-ahead for the mount, KiB (0: leave the kernel's 128 KiB).
+        var readAheadKiB = 4096
         var dirtyLimitPages: Int?
         var logLevel: Logger.Level = .info
         var extra: [String] = []
@@ -194,6 +198,11 @@ struct BlobFSFuse: ParsableCommand {
                     throw ValidationError("-o journal_size=SIZE needs a size between 256K and 1G")
                 }
                 o.journalBytes = Int(n)
+            case "read_ahead":
+                guard kv.count == 2, let n = kv[1] == "0" ? 0 : try? parseByteSize(kv[1]), n <= 1 << 30 else {
+                    throw ValidationError("-o read_ahead=SIZE needs a size up to 1G (0 leaves the kernel's default)")
+                }
+                o.readAheadKiB = Int(n / 1024)
             case "dirty_limit":
                 guard kv.count == 2, let n = try? parseByteSize(kv[1]), n >= 1 << 20, n <= 16 << 30 else {
                     throw ValidationError("-o dirty_limit=SIZE needs a size between 1M and 16G")
@@ -299,6 +308,9 @@ struct BlobFSFuse: ParsableCommand {
         fo.defaultPermissions = o.defaultPermissions
         fo.posixACL = acl
         fo.writebackCache = o.writebackCache
+        // Sequential reads arrive as the kernel's read-ahead: 128 KiB at a time unless the
+        // window grows (measured: 1 MiB requests, several in flight, +50% on cold reads).
+        fo.readAheadKiB = o.readAheadKiB
         fo.extra = o.extra
         let session: FUSESession
         do { session = try FUSESession(fs: fs, reactor: reactor, mountpoint: mountpoint, options: fo) }
@@ -317,7 +329,7 @@ struct BlobFSFuse: ParsableCommand {
         session.onExit = { pthread_kill(mainThread, SIGUSR1) }
         for n in notes { log.log(level: n.level, "\(n.text)") }
         log.notice("mounted at \(mountpoint) (\(o.readOnly ? "read-only" : "read-write"), \(dev.ioMode))")
-        report(.success(notes.map { "\($0.level == .warning ? "warning" : "note"): \($0.text)" }.joined(separator: "\n")))
+        report(.success(notes.filter { $0.level >= .notice }.map { "\($0.level == .warning ? "warning" : "note"): \($0.text)" }.joined(separator: "\n")))
 
         let sig = Signals.waitForTermination()
         let exitReason = (try? rt.run { session.exitReason }) ?? nil
