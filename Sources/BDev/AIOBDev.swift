@@ -47,6 +47,12 @@ public final class AIOBDev: BlockDevice, @unchecked Sendable {
     /// Linux completes a dead process's submitted AIO before its descriptors close.
     public var submittedWritesOutliveProcess: Bool { true }
     public var hasBacklog: Bool { backlogHead < backlog.count }
+    /// io_submit what the slots hold now (poll() would at its end). Requests the kernel
+    /// refuses become completions for the next poll.
+    public func submitPending() {
+        guard aio.hasPending else { return }
+        for c in aio.submitPending() { finish(slot: c.slot, result: c.result) }
+    }
     /// True when the device is driven with O_DIRECT.
     public let isDirect: Bool
     public let queueDepth: Int

@@ -56,6 +56,9 @@ public protocol BlockDevice: ReactorPoller, Sendable {
     /// is busy. Such a request has not reached the kernel: a process that dies now loses
     /// it, so whoever answers at submission must wait for its completion instead.
     var hasBacklog: Bool { get }
+    /// Hand every request prepared so far to the kernel/hardware now, instead of at the
+    /// end of the poll (where batching puts it). Called before a reply that promises them.
+    func submitPending()
 
     func submit(_ request: BDevRequest, completion: @escaping BDevCompletion)
     /// Memory suitable for this device's data transfers (aligned; NUMA-local or DMA-able).
@@ -68,6 +71,7 @@ extension BlockDevice {
     public var byteCount: UInt64 { blockCount * UInt64(blockSize) }
     public var submittedWritesOutliveProcess: Bool { false }
     public var hasBacklog: Bool { false }
+    public func submitPending() {}
 
     public func allocateBuffer(byteCount: Int) -> AlignedBuffer {
         AlignedBuffer(count: byteCount, alignment: max(bufferAlignment, 64))
@@ -155,6 +159,7 @@ extension StackedBlockDevice {
     public var bufferAlignment: Int { inner.bufferAlignment }
     public var submittedWritesOutliveProcess: Bool { inner.submittedWritesOutliveProcess }
     public var hasBacklog: Bool { inner.hasBacklog }
+    public func submitPending() { inner.submitPending() }
     public func poll() -> Int { inner.poll() }
     public var wakeupFD: Int32? { inner.wakeupFD }
     public var hasOutstandingWork: Bool { inner.hasOutstandingWork }

@@ -169,16 +169,19 @@ extension FUSESession {
     func replyError(_ req: fuse_req_t, _ err: Int32) {
         let e = err > 0 ? err : EIO
         if e == ENOSPC || e == EIO || e == EILSEQ || e == EDQUOT, let report = onFailedReply { report(e) }
+        settleBeforeReply()
         if fuse_reply_err(req, e) != 0 { stats.failedReplies += 1 }
     }
     @inline(__always)
     func replyOK(_ req: fuse_req_t) {
+        settleBeforeReply()
         if fuse_reply_err(req, 0) != 0 { stats.failedReplies += 1 }
     }
 
     /// Reply an entry; if the kernel did not take it, give the lookup reference back.
     func replyEntry(_ req: fuse_req_t, _ a: FileAttributes) {
         var e = entryParam(a)
+        settleBeforeReply()
         if fuse_reply_entry(req, &e) != 0 {
             stats.failedReplies += 1
             fs.forget(a.ino, lookups: 1)
@@ -187,6 +190,7 @@ extension FUSESession {
 
     func replyAttr(_ req: fuse_req_t, _ a: FileAttributes) {
         var st = makeStat(a)
+        settleBeforeReply()
         if fuse_reply_attr(req, &st, options.attrTimeout) != 0 { stats.failedReplies += 1 }
     }
 
@@ -203,6 +207,7 @@ extension FUSESession {
         if error.errno == ENOENT && options.negativeTimeout > 0 {
             var e = fuse_entry_param()
             e.entry_timeout = options.negativeTimeout
+            settleBeforeReply()
             if fuse_reply_entry(req, &e) != 0 { stats.failedReplies += 1 }
         } else {
             replyError(req, error.errno)
@@ -240,6 +245,7 @@ extension FUSESession {
         do throws(FSError) {
             var target = try fs.readlink(ino)
             target.append(0)
+            settleBeforeReply()
             let rc = target.withUnsafeBytes { fuse_reply_readlink(req, $0.baseAddress!.assumingMemoryBound(to: CChar.self)) }
             if rc != 0 { stats.failedReplies += 1 }
         } catch {
@@ -252,6 +258,7 @@ extension FUSESession {
             let handle = try fs.opendir(ino)
             var fi = fuse_file_info()
             fi.fh = handle
+            settleBeforeReply()
             if fuse_reply_open(req, &fi) != 0 {
                 stats.failedReplies += 1
                 fs.releasedir(ino, handle: handle)
@@ -314,6 +321,7 @@ extension FUSESession {
             replyError(req, failure.errno)
             return
         }
+        settleBeforeReply()
         if fuse_reply_buf(req, buf, used) != 0 {
             stats.failedReplies += 1
             for ino in referenced { fs.forget(ino, lookups: 1) }
@@ -337,6 +345,7 @@ extension FUSESession {
         v.f_ffree = UInt(s.filesFree)
         v.f_favail = UInt(s.filesFree)
         v.f_namemax = UInt(s.nameMax)
+        settleBeforeReply()
         if fuse_reply_statfs(req, &v) != 0 { stats.failedReplies += 1 }
     }
 
@@ -344,10 +353,13 @@ extension FUSESession {
     private func replyXattrData(_ req: fuse_req_t, _ data: [UInt8], _ size: Int) {
         let rc: Int32
         if size == 0 {
+            settleBeforeReply()
             rc = fuse_reply_xattr(req, data.count)
         } else if data.count > size {
+            settleBeforeReply()
             rc = fuse_reply_err(req, ERANGE)
         } else {
+            settleBeforeReply()
             rc = data.withUnsafeBytes { fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
         }
         if rc != 0 { stats.failedReplies += 1 }
@@ -478,6 +490,7 @@ extension FUSESession {
             do throws(FSError) {
                 let o = try await s.fs.open(ino, flags: flags)
                 var out = Self.fileInfo(o)
+                s.settleBeforeReply()
                 if fuse_reply_open(r.raw, &out) != 0 {
                     // The kernel will not send release for a handle it never got.
                     s.stats.failedReplies += 1
@@ -497,6 +510,7 @@ extension FUSESession {
                 let (a, o) = try await s.fs.create(parent: parent, name: n, mode: mode, flags: flags, caller: who)
                 var e = s.entryParam(a)
                 var out = Self.fileInfo(o)
+                s.settleBeforeReply()
                 if fuse_reply_create(r.raw, &e, &out) != 0 {
                     s.stats.failedReplies += 1
                     try? await s.fs.release(a.ino, handle: o.handle)
@@ -515,6 +529,7 @@ extension FUSESession {
             do throws(FSError) {
                 let result = try await s.fs.read(ino, handle: handle, offset: UInt64(off), size: size)
                 let count = max(0, min(result.count, size, result.buffer.count))
+                s.settleBeforeReply()
                 let rc = fuse_reply_buf(r.raw, result.buffer.baseAddress.assumingMemoryBound(to: CChar.self), count)
                 if rc != 0 { s.stats.failedReplies += 1 }
                 withExtendedLifetime(result) {}
@@ -538,6 +553,7 @@ extension FUSESession {
         launch { s in
             do throws(FSError) {
                 let n = try await s.fs.write(ino, handle: handle, offset: UInt64(off), data: data, count: size, touchTimes: touchTimes)
+                s.settleBeforeReply()
                 if fuse_reply_write(r.raw, n) != 0 { s.stats.failedReplies += 1 }
             } catch {
                 s.replyError(r.raw, error.errno)
@@ -614,6 +630,7 @@ extension FUSESession {
         launch { s in
             do throws(FSError) {
                 let pos = try await s.fs.lseek(ino, handle: handle, offset: UInt64(off), whence: whence)
+                s.settleBeforeReply()
                 if fuse_reply_lseek(r.raw, off_t(clamping: pos)) != 0 { s.stats.failedReplies += 1 }
             } catch {
                 s.replyError(r.raw, error.errno)
@@ -630,6 +647,7 @@ extension FUSESession {
             do throws(FSError) {
                 let n = try await s.fs.copyFileRange(from: inoIn, handle: hIn, offset: UInt64(offIn), to: inoOut, handle: hOut,
                                                      offset: UInt64(offOut), length: len, flags: UInt32(bitPattern: flags))
+                s.settleBeforeReply()
                 if fuse_reply_write(r.raw, n) != 0 { s.stats.failedReplies += 1 }
             } catch {
                 s.replyError(r.raw, error.errno)

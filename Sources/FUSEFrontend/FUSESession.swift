@@ -106,6 +106,12 @@ public final class FUSESession: ReactorPoller, @unchecked Sendable {
     /// Told of every reply with ENOSPC, EDQUOT, EIO or EILSEQ (the daemon logs them, once
     /// per burst). Reactor thread only; set before requests arrive.
     public var onFailedReply: ((Int32) -> Void)?
+    /// Runs before every reply (on the reactor): the mount tool hands the device's prepared
+    /// requests to the kernel here, so that what a reply promises — the operation's journal
+    /// block, a data write answered at submission — has reached the kernel before the
+    /// application hears of it, and a daemon killed right after the reply loses none of it.
+    public var beforeReply: (() -> Void)?
+    @inline(__always) func settleBeforeReply() { beforeReply?() }
 
     /// Create the session, mount it at `mountpoint` and register it as a poller of `reactor`.
     /// Callable from any thread; from another thread the registration is posted to the

@@ -320,6 +320,9 @@ struct BlobFSFuse: ParsableCommand {
         }
         // ENOSPC and I/O errors returned to applications: the first of each burst.
         let replyBursts = BurstLimiter()
+        // What a reply promises must have reached the kernel first (DURABILITY.md, "Daemon kill").
+        // (Set on the reactor, which may be serving requests already.)
+        _ = try? rt.run { session.beforeReply = { dev.submitPending() } }
         session.onFailedReply = { err in
             guard let more = replyBursts.shouldSay() else { return }
             log.warning("\(String(cString: strerror(err)))\(err == ENOSPC ? " (the volume is full)" : "") returned to an application\(more > 0 ? "; \(more) more such errors since the last report" : "")")
