@@ -30,6 +30,10 @@ public struct FUSEMountOptions: Sendable {
     /// only lower the kernel's 128 KiB; the BDI's sysfs knob, root only, raises it). 0:
     /// leave it. Sequential reads then arrive as 1 MiB requests, several in flight.
     public var readAheadKiB = 0
+    /// The percentage of the system's dirty page cache the mount may hold (the BDI's
+    /// max_ratio, set once INIT is done; root only). The kernel gives a FUSE mount 1 %, with a
+    /// strict limit, which throttles writers to the daemon's pace. 0: leave it.
+    public var writebackSharePercent = 0
     /// When the kernel lists directories with readdirplus (entries with attributes, each one
     /// a lookup reference) instead of readdir.
     public var readdirPlus: ReaddirPlusMode

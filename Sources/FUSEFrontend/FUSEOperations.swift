@@ -72,10 +72,13 @@ extension FUSESession {
     func negotiate(_ conn: UnsafeMutablePointer<fuse_conn_info>) {
         // After libfuse has sent the INIT reply (this runs inside its handling of INIT):
         // the kernel sets the read-ahead window from that reply, over any earlier value.
-        if options.readAheadKiB > 0 {
-            let kib = options.readAheadKiB, mp = mountpoint
+        if options.readAheadKiB > 0 || options.writebackSharePercent > 0 {
+            let kib = options.readAheadKiB, share = options.writebackSharePercent, mp = mountpoint
             reactor.post { [weak self] in
-                do throws(Errno) { try setReadAhead(mountPoint: mp, kib: kib) } catch { self?.readAheadError = error }
+                do throws(Errno) {
+                    if kib > 0 { try setReadAhead(mountPoint: mp, kib: kib) }
+                    if share > 0 { try setWritebackShare(mountPoint: mp, percent: share) }
+                } catch { self?.bdiSettingError = error }
             }
         }
         let c = conn.pointee

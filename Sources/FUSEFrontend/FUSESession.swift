@@ -45,8 +45,9 @@ public final class FUSESession: ReactorPoller, @unchecked Sendable {
     public let fs: any FileSystemOperations
     public let reactor: Reactor
     public let mountpoint: String
-    /// Why `FUSEMountOptions.readAheadKiB` could not be applied (not root, no sysfs), if so.
-    public internal(set) var readAheadError: Errno?
+    /// Why `FUSEMountOptions.readAheadKiB` or `.writebackSharePercent` could not be applied
+    /// (not root, no sysfs), if so.
+    public internal(set) var bdiSettingError: Errno?
     public let options: FUSEMountOptions
     /// Most requests handled per `poll()` call.
     public let batchLimit: Int

@@ -55,11 +55,26 @@ public func isMounted(_ path: String) -> Bool {
 /// (/sys/class/bdi/MAJOR:MINOR/read_ahead_kb; root only). FUSE mounts start at 128 KiB and
 /// their INIT can only lower it.
 public func setReadAhead(mountPoint: String, kib: Int) throws(Errno) {
+    try setBDIKnob(mountPoint: mountPoint, knob: "read_ahead_kb", value: kib)
+}
+
+/// Let the filesystem mounted at `mountPoint` hold up to `percent` of the system's dirty
+/// page cache (/sys/class/bdi/MAJOR:MINOR/max_ratio; root only). The kernel starts a FUSE
+/// mount at 1 % with a strict per-device limit (~50 MB here), which throttles a writer to the
+/// daemon's pace long before a local filesystem would be; at 100 the strict limit has no
+/// effect and the mount shares the global dirty limits (vm.dirty_ratio) like ext4.
+public func setWritebackShare(mountPoint: String, percent: Int) throws(Errno) {
+    precondition((1...100).contains(percent))
+    try setBDIKnob(mountPoint: mountPoint, knob: "max_ratio", value: percent)
+}
+
+/// Write one integer to a knob of the backing-device info of the mount at `mountPoint`.
+private func setBDIKnob(mountPoint: String, knob: String, value: Int) throws(Errno) {
     guard let m = currentMounts().last(where: { $0.mountPoint == mountPoint }), !m.device.isEmpty else { throw .noSuchFileOrDirectory }
-    let fd = open("/sys/class/bdi/\(m.device)/read_ahead_kb", O_WRONLY | O_CLOEXEC)
+    let fd = open("/sys/class/bdi/\(m.device)/\(knob)", O_WRONLY | O_CLOEXEC)
     guard fd >= 0 else { throw Errno(rawValue: errno) }
     defer { close(fd) }
-    let text = Array("\(kib)\n".utf8)
+    let text = Array("\(value)\n".utf8)
     let n = text.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
     if n != text.count { throw Errno(rawValue: n < 0 ? errno : EIO) }
 }

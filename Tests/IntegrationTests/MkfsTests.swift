@@ -55,24 +55,30 @@ import TestSupport
         #expect(try sh("ls \(m2.mountpoint)/d | wc -l").output.trimmingCharacters(in: .whitespacesAndNewlines) == "1500")
     }
 
-    /// -o read_ahead= sets the mount's read-ahead window (default 4 MiB; 0 leaves 128 KiB).
-    @Test func readAheadWindow() throws {
+    /// -o read_ahead= sets the mount's read-ahead window (default 4 MiB; 0 leaves 128 KiB), and
+    /// -o writeback_share= its share of the dirty page cache (default 100 %; the kernel's is 1 %).
+    @Test func readAheadWindowAndWritebackShare() throws {
         let dir = try TemporaryDirectory(prefix: "blobfs-readahead")
         let img = try makeImage(dir, size: "64M")
-        func window(_ m: Mount) -> String {
+        func knob(_ m: Mount, _ name: String) -> String {
             let dev = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8))?.split(separator: "\n")
                 .first { $0.split(separator: " ").dropFirst(4).first.map(String.init) == m.mountpoint }?
                 .split(separator: " ")[2] ?? ""
-            return ((try? String(contentsOfFile: "/sys/class/bdi/\(dev)/read_ahead_kb", encoding: .utf8)) ?? "?")
+            return ((try? String(contentsOfFile: "/sys/class/bdi/\(dev)/\(name)", encoding: .utf8)) ?? "?")
                 .trimmingCharacters(in: .whitespacesAndNewlines)
         }
-        for (opts, want) in [([String](), "4096"), (["-o", "read_ahead=0"], "128"), (["-o", "read_ahead=512K"], "512")] {
+        for (opts, ra, share) in [([String](), "4096", "100"), (["-o", "read_ahead=0,writeback_share=1"], "128", "1"),
+                                  (["-o", "read_ahead=512K", "-o", "writeback_share=40%"], "512", "40")] {
             let m = try Mount([img], options: opts, dir: dir)
-            #expect(window(m) == want, "\(opts)")
+            #expect(knob(m, "read_ahead_kb") == ra, "\(opts)")
+            #expect(knob(m, "max_ratio") == share, "\(opts)")
             #expect(m.stop() == 0)
         }
-        let bad = try run([Tools.blobfsFuse, "-f", "-o", "read_ahead=lots", img, dir.path])
-        #expect(bad.status == 64 && bad.output.contains("read_ahead"), "\(bad.output)")
+        for (opt, word) in [("read_ahead=lots", "read_ahead"), ("writeback_share=0", "writeback_share"),
+                            ("writeback_share=101", "writeback_share")] {
+            let bad = try run([Tools.blobfsFuse, "-f", "-o", opt, img, dir.path])
+            #expect(bad.status == 64 && bad.output.contains(word), "\(bad.output)")
+        }
     }
 
     @Test func refusesOtherFilesystemsUnlessForced() throws {
