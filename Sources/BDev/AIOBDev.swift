@@ -53,6 +53,35 @@ public final class AIOBDev: BlockDevice, @unchecked Sendable {
         guard aio.hasPending else { return }
         for c in aio.submitPending() { finish(slot: c.slot, result: c.result) }
     }
+    /// Cached writes are pwrite(2)s through a second, buffered descriptor of the same file
+    /// (O_DIRECT reads and writes of a range write back and drop its cached pages first, and
+    /// the flush's fdatasync writes back the whole file, so both paths stay coherent).
+    public var supportsCachedWrites: Bool { fd >= 0 }
+    public func writeCached(offsetBlocks: UInt64, from bytes: UnsafeRawBufferPointer) -> Result<Void, BDevError> {
+        precondition(bytes.count > 0 && bytes.count % blockSize == 0)
+        let off = offsetBlocks * UInt64(blockSize)
+        guard offsetBlocks <= blockCount, UInt64(bytes.count / blockSize) <= blockCount - offsetBlocks else {
+            return .failure(BDevError(.invalidArgument, "\(name): cached write of blocks \(offsetBlocks)+\(bytes.count / blockSize) beyond end"))
+        }
+        if cachedFD < 0 {
+            // A new open file description of the same file, without O_DIRECT (through
+            // /proc, so a renamed or replaced path does not matter).
+            cachedFD = isDirect ? Glibc.open("/proc/self/fd/\(fd)", O_RDWR | O_CLOEXEC) : fd
+            if cachedFD < 0 { return .failure(BDevError(Errno(rawValue: errno), "\(name): cannot open a buffered descriptor")) }
+        }
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(cachedFD, bytes.baseAddress! + done, bytes.count - done, off_t(off) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                return .failure(BDevError(Errno(rawValue: errno), "\(name): cached write at byte \(off + UInt64(done))"))
+            }
+            done += n
+        }
+        return .success(())
+    }
+    /// The buffered descriptor of `writeCached` (-1 until the first; `fd` when not O_DIRECT).
+    private var cachedFD: Int32 = -1
     /// True when the device is driven with O_DIRECT.
     public let isDirect: Bool
     public let queueDepth: Int
@@ -258,6 +287,7 @@ public final class AIOBDev: BlockDevice, @unchecked Sendable {
 
     deinit {
         clearWorker?.stop()
+        if cachedFD >= 0 && cachedFD != fd { Glibc.close(cachedFD) }
         if fd >= 0 { Glibc.close(fd) }
     }
 
@@ -476,6 +506,8 @@ public final class AIOBDev: BlockDevice, @unchecked Sendable {
         clearWorker?.stop()
         clearWorker = nil
         guard fd >= 0 else { return }
+        if cachedFD >= 0 && cachedFD != fd { Glibc.close(cachedFD) }
+        cachedFD = -1
         Glibc.close(fd)
         fd = -1
     }

@@ -59,6 +59,16 @@ public protocol BlockDevice: ReactorPoller, Sendable {
     /// Hand every request prepared so far to the kernel/hardware now, instead of at the
     /// end of the poll (where batching puts it). Called before a reply that promises them.
     func submitPending()
+    /// Whether `writeCached` is available.
+    var supportsCachedWrites: Bool { get }
+    /// Write `bytes` (whole blocks) at `offsetBlocks` into the host kernel's page cache, now:
+    /// the write is complete when this returns (there is no completion to wait for), visible
+    /// to later reads, and durable only after a flush submitted later completes, like any
+    /// completed write. Unlike a submitted one, it cannot be lost by this process dying: the
+    /// kernel owns it. Costs a memory copy instead of a device request; the flush then writes
+    /// it back. The metadata journal logs its blocks this way (docs/ARCHITECTURE.md).
+    /// Only when `supportsCachedWrites`; reactor thread.
+    func writeCached(offsetBlocks: UInt64, from bytes: UnsafeRawBufferPointer) -> Result<Void, BDevError>
 
     func submit(_ request: BDevRequest, completion: @escaping BDevCompletion)
     /// Memory suitable for this device's data transfers (aligned; NUMA-local or DMA-able).
@@ -72,6 +82,10 @@ extension BlockDevice {
     public var submittedWritesOutliveProcess: Bool { false }
     public var hasBacklog: Bool { false }
     public func submitPending() {}
+    public var supportsCachedWrites: Bool { false }
+    public func writeCached(offsetBlocks: UInt64, from bytes: UnsafeRawBufferPointer) -> Result<Void, BDevError> {
+        preconditionFailure("\(name): no cached writes")
+    }
 
     public func allocateBuffer(byteCount: Int) -> AlignedBuffer {
         AlignedBuffer(count: byteCount, alignment: max(bufferAlignment, 64))
@@ -146,7 +160,8 @@ extension BlockDevice {
 }
 
 /// A device that stacks on another (recording, fault injection): geometry and polling come
-/// from the device below; the wrapper decides only what `submit` does.
+/// from the device below; the wrapper decides only what `submit` does. Cached writes are
+/// not passed through unless the wrapper says so (it must see them like submitted writes).
 public protocol StackedBlockDevice: BlockDevice {
     var inner: any BlockDevice { get }
 }

@@ -17,6 +17,17 @@ public final class MallocBDev: BlockDevice, @unchecked Sendable {
     /// at submission loses nothing more (and the power-cut harness, which runs on malloc,
     /// exercises the blobstore's early answers).
     public var submittedWritesOutliveProcess: Bool { true }
+    /// A memcpy now (the power-cut harness, which records on malloc, then sees the journal
+    /// log its blocks the way it does on aio).
+    public var supportsCachedWrites: Bool { true }
+    public func writeCached(offsetBlocks: UInt64, from bytes: UnsafeRawBufferPointer) -> Result<Void, BDevError> {
+        precondition(bytes.count > 0 && bytes.count % blockSize == 0)
+        guard offsetBlocks <= blockCount, UInt64(bytes.count / blockSize) <= blockCount - offsetBlocks else {
+            return .failure(BDevError(.invalidArgument, "\(name): cached write of blocks \(offsetBlocks)+\(bytes.count / blockSize) beyond end"))
+        }
+        memcpy(storage.baseAddress + Int(offsetBlocks) * blockSize, bytes.baseAddress!, bytes.count)
+        return .success(())
+    }
     public var ioMode: String { storage.numaNode.map { "RAM (NUMA node \($0))" } ?? "RAM" }
     public let storage: AlignedBuffer
     private var completions: [(BDevCompletion, Result<Void, BDevError>)] = []

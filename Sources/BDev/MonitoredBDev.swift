@@ -25,6 +25,13 @@ public final class MonitoredBDev: StackedBlockDevice, @unchecked Sendable {
 
     public var ioMode: String { inner.ioMode }
 
+    public var supportsCachedWrites: Bool { inner.supportsCachedWrites }
+    public func writeCached(offsetBlocks: UInt64, from bytes: UnsafeRawBufferPointer) -> Result<Void, BDevError> {
+        let r = inner.writeCached(offsetBlocks: offsetBlocks, from: bytes)
+        if case .failure(let e) = r { report(.failed(operation: "cached write", offsetBlocks: offsetBlocks, e)) }
+        return r
+    }
+
     public func submit(_ request: BDevRequest, completion: @escaping BDevCompletion) {
         let started = MonotonicClock.now()
         inner.submit(request) { [self] r in

@@ -52,6 +52,14 @@ public final class RecordingBDev: StackedBlockDevice, @unchecked Sendable {
 
     public var ioMode: String { inner.ioMode + (isRecording ? ", recorded" : "") }
 
+    /// Recorded as a write that completed now (a flush submitted later covers it).
+    public var supportsCachedWrites: Bool { inner.supportsCachedWrites }
+    public func writeCached(offsetBlocks: UInt64, from bytes: UnsafeRawBufferPointer) -> Result<Void, BDevError> {
+        let r = inner.writeCached(offsetBlocks: offsetBlocks, from: bytes)
+        if isRecording, case .success = r { completed(.write(offset: offsetBlocks * UInt64(blockSize), data: Array(bytes))) }
+        return r
+    }
+
     public func submit(_ request: BDevRequest, completion: @escaping BDevCompletion) {
         guard isRecording else { inner.submit(request, completion: completion); return }
         let bs = UInt64(blockSize)

@@ -111,6 +111,48 @@ private func fileSize(_ path: String) -> (size: Int, allocated: Int) {
         #expect(file[5 * 4096 ..< 6 * 4096].elementsEqual(expected.bytes))
     }
 
+    /// A cached write (page cache, through a buffered descriptor) is seen by O_DIRECT reads
+    /// at once, an O_DIRECT write over it wins, and a flush leaves it in the file.
+    @Test func cachedWritesAreCoherentWithDirectIO() throws {
+        let dir = try Scratch()
+        defer { dir.remove() }
+        let path = dir.path("c.img")
+        try onReactor { r in
+            let dev = try AIOBDev(name: "Aio0", path: path, create: 1 << 20)
+            #expect(dev.isDirect && dev.supportsCachedWrites)
+            try await polling(r, dev) {
+                let w = dev.allocateBuffer(byteCount: 8192), back = dev.allocateBuffer(byteCount: 8192)
+                fillPattern(w.bytes, seed: 7)
+                #expect(throws: Never.self) { try dev.writeCached(offsetBlocks: 3, from: UnsafeRawBufferPointer(w.bytes)).get() }
+                try await dev.read(offsetBlocks: 3, into: back.bytes)
+                #expect(sameBytes(back.bytes, w.bytes))
+                // O_DIRECT over the second of the two blocks, then read both back.
+                let d = dev.allocateBuffer(byteCount: 4096)
+                fillPattern(d.bytes, seed: 8)
+                try await dev.write(offsetBlocks: 4, from: d.bytes)
+                try await dev.read(offsetBlocks: 3, into: back.bytes)
+                #expect(back.bytes[0 ..< 4096].elementsEqual(w.bytes[0 ..< 4096]))
+                #expect(back.bytes[4096 ..< 8192].elementsEqual(d.bytes))
+                // Cached again over the O_DIRECT block: reads see the newest.
+                fillPattern(w.bytes, seed: 9)
+                #expect(throws: Never.self) { try dev.writeCached(offsetBlocks: 4, from: UnsafeRawBufferPointer(rebasing: w.bytes[4096 ..< 8192])).get() }
+                try await dev.read(offsetBlocks: 4, into: d.bytes)
+                #expect(d.bytes.elementsEqual(w.bytes[4096 ..< 8192]))
+                try await dev.flush()
+                // Beyond the end: a clear error, nothing written.
+                guard case .failure(let e) = dev.writeCached(offsetBlocks: 256, from: UnsafeRawBufferPointer(d.bytes)) else {
+                    Issue.record("a cached write past the end succeeded"); return
+                }
+                #expect(e.errno == .invalidArgument)
+            }
+        }
+        let file = try #require(FileManager.default.contents(atPath: path))
+        let expected = AlignedBuffer(count: 8192)
+        fillPattern(expected.bytes, seed: 9)
+        #expect(file.count == 1 << 20)
+        #expect(file[4 * 4096 ..< 5 * 4096].elementsEqual(expected.bytes[4096 ..< 8192]))
+    }
+
     @Test func sizeIsRoundedDownToWholeBlocks() throws {
         let dir = try Scratch()
         defer { dir.remove() }
