@@ -335,7 +335,12 @@ struct BlobFSFuse: ParsableCommand {
         let replyBursts = BurstLimiter()
         // What a reply promises must have reached the kernel first (DURABILITY.md, "Daemon kill").
         // (Set on the reactor, which may be serving requests already.)
-        _ = try? rt.run { session.beforeReply = { dev.submitPending() } }
+        _ = try? rt.run {
+            session.beforeReply = { dev.submitPending() }
+            session.onBDISettingError = { e in
+                log.notice("cannot set the mount's read-ahead or write-back share in /sys/class/bdi (\(e)); the kernel's defaults stay (128K, 1 %)")
+            }
+        }
         session.onFailedReply = { err in
             guard let more = replyBursts.shouldSay() else { return }
             log.warning("\(String(cString: strerror(err)))\(err == ENOSPC ? " (the volume is full)" : "") returned to an application\(more > 0 ? "; \(more) more such errors since the last report" : "")")
