@@ -59,10 +59,8 @@ public final class AIOBDev: BlockDevice, @unchecked Sendable {
     public var supportsCachedWrites: Bool { fd >= 0 }
     public func writeCached(offsetBlocks: UInt64, from bytes: UnsafeRawBufferPointer) -> Result<Void, BDevError> {
         precondition(bytes.count > 0 && bytes.count % blockSize == 0)
+        if let e = validateRange(offsetBlocks: offsetBlocks, blockCount: UInt64(bytes.count / blockSize)) { return .failure(e) }
         let off = offsetBlocks * UInt64(blockSize)
-        guard offsetBlocks <= blockCount, UInt64(bytes.count / blockSize) <= blockCount - offsetBlocks else {
-            return .failure(BDevError(.invalidArgument, "\(name): cached write of blocks \(offsetBlocks)+\(bytes.count / blockSize) beyond end"))
-        }
         if cachedFD < 0 {
             // A new open file description of the same file, without O_DIRECT (through
             // /proc, so a renamed or replaced path does not matter).
@@ -82,6 +80,10 @@ public final class AIOBDev: BlockDevice, @unchecked Sendable {
     }
     /// The buffered descriptor of `writeCached` (-1 until the first; `fd` when not O_DIRECT).
     private var cachedFD: Int32 = -1
+    private func closeCachedFD() {
+        if cachedFD >= 0 && cachedFD != fd { Glibc.close(cachedFD) }
+        cachedFD = -1
+    }
     /// True when the device is driven with O_DIRECT.
     public let isDirect: Bool
     public let queueDepth: Int
@@ -287,7 +289,7 @@ public final class AIOBDev: BlockDevice, @unchecked Sendable {
 
     deinit {
         clearWorker?.stop()
-        if cachedFD >= 0 && cachedFD != fd { Glibc.close(cachedFD) }
+        closeCachedFD()
         if fd >= 0 { Glibc.close(fd) }
     }
 
@@ -506,8 +508,7 @@ public final class AIOBDev: BlockDevice, @unchecked Sendable {
         clearWorker?.stop()
         clearWorker = nil
         guard fd >= 0 else { return }
-        if cachedFD >= 0 && cachedFD != fd { Glibc.close(cachedFD) }
-        cachedFD = -1
+        closeCachedFD()
         Glibc.close(fd)
         fd = -1
     }

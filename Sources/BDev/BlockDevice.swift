@@ -134,12 +134,6 @@ extension BlockDevice {
     /// Validate a request's range and buffers against the device geometry.
     /// Devices call this from `submit`; a violation completes with EINVAL.
     public func validate(_ request: BDevRequest) -> BDevError? {
-        func range(_ off: UInt64, _ n: UInt64) -> BDevError? {
-            if off > blockCount || n > blockCount - off {
-                return BDevError(.invalidArgument, "\(name): blocks \(off)+\(n) beyond end (\(blockCount) blocks)")
-            }
-            return nil
-        }
         switch request {
         case .read(let off, let bufs), .write(let off, let bufs):
             var total = 0
@@ -150,12 +144,20 @@ extension BlockDevice {
                 total += b.count
             }
             if total == 0 { return BDevError(.invalidArgument, "\(name): empty I/O") }
-            return range(off, UInt64(total / blockSize))
+            return validateRange(offsetBlocks: off, blockCount: UInt64(total / blockSize))
         case .writeZeroes(let off, let n), .unmap(let off, let n):
-            return range(off, n)
+            return validateRange(offsetBlocks: off, blockCount: n)
         case .flush:
             return nil
         }
+    }
+
+    /// EINVAL unless blocks `offsetBlocks ..< offsetBlocks + n` lie on the device.
+    public func validateRange(offsetBlocks off: UInt64, blockCount n: UInt64) -> BDevError? {
+        if off > blockCount || n > blockCount - off {
+            return BDevError(.invalidArgument, "\(name): blocks \(off)+\(n) beyond end (\(blockCount) blocks)")
+        }
+        return nil
     }
 }
 

@@ -22,9 +22,7 @@ public final class MallocBDev: BlockDevice, @unchecked Sendable {
     public var supportsCachedWrites: Bool { true }
     public func writeCached(offsetBlocks: UInt64, from bytes: UnsafeRawBufferPointer) -> Result<Void, BDevError> {
         precondition(bytes.count > 0 && bytes.count % blockSize == 0)
-        guard offsetBlocks <= blockCount, UInt64(bytes.count / blockSize) <= blockCount - offsetBlocks else {
-            return .failure(BDevError(.invalidArgument, "\(name): cached write of blocks \(offsetBlocks)+\(bytes.count / blockSize) beyond end"))
-        }
+        if let e = validateRange(offsetBlocks: offsetBlocks, blockCount: UInt64(bytes.count / blockSize)) { return .failure(e) }
         memcpy(storage.baseAddress + Int(offsetBlocks) * blockSize, bytes.baseAddress!, bytes.count)
         return .success(())
     }

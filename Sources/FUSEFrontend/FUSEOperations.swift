@@ -78,7 +78,7 @@ extension FUSESession {
                 do throws(Errno) {
                     if kib > 0 { try setReadAhead(mountPoint: mp, kib: kib) }
                     if share > 0 { try setWritebackShare(mountPoint: mp, percent: share) }
-                } catch { self?.bdiSettingError = error }
+                } catch { self?.onBDISettingError?(error) }
             }
         }
         let c = conn.pointee

@@ -45,11 +45,9 @@ public final class FUSESession: ReactorPoller, @unchecked Sendable {
     public let fs: any FileSystemOperations
     public let reactor: Reactor
     public let mountpoint: String
-    /// Why `FUSEMountOptions.readAheadKiB` or `.writebackSharePercent` could not be applied
-    /// (not root, no sysfs), if so.
-    public internal(set) var bdiSettingError: Errno? { didSet { if let e = bdiSettingError { onBDISettingError?(e) } } }
-    /// Told when the mount's read-ahead or write-back share could not be set (the daemon logs
-    /// it). Reactor thread only; set before requests arrive.
+    /// Told why `FUSEMountOptions.readAheadKiB` or `.writebackSharePercent` could not be
+    /// applied (not root, no sysfs); the daemon logs it. Reactor thread only; set before
+    /// requests arrive.
     public var onBDISettingError: ((Errno) -> Void)?
     public let options: FUSEMountOptions
     /// Most requests handled per `poll()` call.
